@@ -1,0 +1,6 @@
+from .config import WhisperVQConfig, glm4voice_tokenizer_config, public_uniaudio_token_config
+from .encoder import EncoderOutput, WhisperVQEncoder
+from .quantizer import vector_quantize_ref
+
+__all__ = ["WhisperVQConfig", "WhisperVQEncoder", "EncoderOutput", "vector_quantize_ref",
+           "public_uniaudio_token_config", "glm4voice_tokenizer_config"]
