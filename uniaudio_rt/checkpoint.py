@@ -75,6 +75,14 @@ def _weight_files(directory: str) -> list[str]:
                           f"pytorch_model.bin found (files: {sorted(os.listdir(directory))[:10]})")
 
 
+def _check_config(path: str, cfg_dict) -> None:
+    if not isinstance(cfg_dict, dict):
+        raise CheckpointError(f"{path}: config must be a JSON object")
+    missing = [k for k in _REQUIRED_CONFIG if k not in cfg_dict]
+    if missing:
+        raise CheckpointError(f"{path}: config lacks {missing}; is this a WhisperVQ / UniAudio-Token checkpoint?")
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[WhisperVQConfig, dict[str, Tensor]]:
     """Config and raw state dict of a checkpoint directory or single file (keys not yet mapped)."""
     path = os.fspath(path)
@@ -89,6 +97,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[WhisperVQConfig, dict[str,
                 cfg_dict = json.load(f)
             except json.JSONDecodeError as e:
                 raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
+        _check_config(path, cfg_dict)
         sd: dict[str, Tensor] = {}
         for wf in _weight_files(path):
             sd.update(_read_state_dict(wf)[0])
@@ -98,9 +107,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[WhisperVQConfig, dict[str,
             raise CheckpointError(f"{path}: a single-file checkpoint must be saved by uniaudio-rt "
                                   f"(metadata format={FORMAT_TAG!r}); for HF checkpoints pass the directory")
         cfg_dict = json.loads(meta["config"])
-    missing = [k for k in _REQUIRED_CONFIG if k not in cfg_dict]
-    if missing:
-        raise CheckpointError(f"{path}: config lacks {missing}; is this a WhisperVQ / UniAudio-Token checkpoint?")
+        _check_config(path, cfg_dict)
     return WhisperVQConfig.from_dict(cfg_dict), sd
 
 

@@ -110,6 +110,7 @@ class EncoderOutput:
     frame_mask: Tensor                  # (B, T') bool, real frames of hidden_states
     token_ids: Optional[Tensor] = None  # (B, T_q) int64 codebook indices (padded frames included)
     token_mask: Optional[Tensor] = None  # (B, T_q) bool
+    pre_quant_states: Optional[Tensor] = None  # (B, T_q, D) the vectors that were quantized
     quantize_loss: Optional[Tensor] = None
     num_active_codes: Optional[int] = None
 
@@ -271,7 +272,7 @@ class WhisperVQEncoder(nn.Module):
     def _quantize(self, x: Tensor, frame_mask: Tensor, out: EncoderOutput) -> Tensor:
         cfg = self.config
         codes, idx = vector_quantize_ref(x, self.codebook.weight)
-        out.token_ids, out.token_mask = idx, frame_mask.clone()
+        out.token_ids, out.token_mask, out.pre_quant_states = idx, frame_mask.clone(), x
         if self.training:
             x = self._train_quantizer(x, codes, idx, frame_mask, out)
         else:
