@@ -80,7 +80,7 @@ class Tokenizer:
         stride = self.config.samples_per_token
         n = segment.numel()
         padded = torch.nn.functional.pad(segment, (0, (-n) % stride))
-        mel = log_mel_spectrogram(padded, self.config.num_mel_bins)
+        mel = log_mel_spectrogram(padded, self.config.num_mel_bins, self.config.mel_floor_db)
         return mel, math.ceil(n / HOP_LENGTH)
 
     def _encode_segments(self, segs: Sequence[Segment]) -> list[list[int]]:

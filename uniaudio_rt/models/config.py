@@ -63,7 +63,9 @@ class WhisperVQConfig:
     codebook_gaussian_init: bool = False
     use_commit_loss: bool = True
 
-    # Front end (ours; not in the public config). ``mel_floor_db`` is the Whisper "max - 8" floor.
+    # Front end (ours; not in the public config). ``mel_floor_db`` is Whisper's "max - 8" floor over
+    # a whole segment, which looks ahead; ``None`` drops it (streaming-safe, see mel.py).
+    mel_floor_db: Optional[float] = 8.0
     sampling_rate: int = 16000
     n_fft: int = 400
     hop_length: int = 160

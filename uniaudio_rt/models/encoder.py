@@ -171,18 +171,28 @@ class WhisperVQEncoder(nn.Module):
             nn.init.zeros_(self.residual_adapter[2].bias)
 
     # ------------------------------------------------------------------ pieces
-    def embed(self, mel: Tensor) -> Tensor:
-        """(B, n_mels, T_mel) -> (B, T_mel // 2, D): conv front end plus absolute positions."""
+    def embed(self, mel: Tensor, position_offset: int | Tensor = 0) -> Tensor:
+        """(B, n_mels, T_mel) -> (B, T_mel // 2, D): conv front end plus absolute positions.
+
+        ``position_offset`` (int, or (B,) int64) shifts the positions, for windows that start
+        inside a 30 s segment (streaming).
+        """
         if mel.dim() != 3 or mel.shape[1] != self.config.num_mel_bins:
             raise ValueError(f"mel must be (batch, {self.config.num_mel_bins}, frames), got {tuple(mel.shape)}")
         x = F.gelu(self.conv1(mel))
         x = F.gelu(self.conv2(x)).transpose(1, 2)
         t = x.shape[1]
-        if t > self.embed_positions.num_embeddings:
-            raise ValueError(f"input has {mel.shape[-1]} mel frames ({t} after the convolutions); "
-                             f"the model has positions for at most {self.embed_positions.num_embeddings} "
+        n_pos = self.embed_positions.num_embeddings
+        last = int(position_offset.max()) if isinstance(position_offset, Tensor) else position_offset
+        if last + t > n_pos:
+            raise ValueError(f"input has {mel.shape[-1]} mel frames ({t} after the convolutions, position "
+                             f"offset {last}); the model has positions for at most {n_pos} "
                              f"(30 s). Split longer audio (Tokenizer.encode does).")
-        return x * self.embed_scale + self.embed_positions.weight[:t]
+        if isinstance(position_offset, Tensor):
+            pos = self.embed_positions.weight[position_offset.to(x.device)[:, None] + torch.arange(t, device=x.device)]
+        else:
+            pos = self.embed_positions.weight[position_offset: position_offset + t]
+        return x * self.embed_scale + pos
 
     def pool(self, x: Tensor) -> Tensor:
         k = self.config.pooling_kernel_size
@@ -210,7 +220,7 @@ class WhisperVQEncoder(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, mel: Tensor, mel_mask: Optional[Tensor] = None,
-                stop_at_quantizer: bool = False) -> EncoderOutput:
+                stop_at_quantizer: bool = False, position_offset: int | Tensor = 0) -> EncoderOutput:
         """Run the encoder.
 
         mel: (B, n_mels, T_mel) normalised log-mel; mel_mask: (B, T_mel), 1 for real frames.
@@ -223,7 +233,7 @@ class WhisperVQEncoder(nn.Module):
             mel_mask = torch.ones(b, t_mel, dtype=torch.bool, device=mel.device)
         elif mel_mask.shape != (b, t_mel):
             raise ValueError(f"mel_mask must be (batch, frames) = {(b, t_mel)}, got {tuple(mel_mask.shape)}")
-        x = self.embed(mel)
+        x = self.embed(mel, position_offset)
         frame_mask = mel_mask[:, ::2].bool()[:, : x.shape[1]]
         pooled = False
         attn_mask = self._attention_mask(frame_mask, pooled)
@@ -261,11 +271,12 @@ class WhisperVQEncoder(nn.Module):
         return out
 
     @torch.no_grad()
-    def encode_tokens(self, mel: Tensor, mel_mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    def encode_tokens(self, mel: Tensor, mel_mask: Optional[Tensor] = None,
+                      position_offset: int | Tensor = 0) -> tuple[Tensor, Tensor]:
         """Tokens (B, T_q) int64 and their mask (B, T_q) bool; runs only what the tokens need."""
         if self.codebook is None:
             raise ValueError("this model has no quantizer (quantize_vocab_size is None)")
-        out = self.forward(mel, mel_mask, stop_at_quantizer=True)
+        out = self.forward(mel, mel_mask, stop_at_quantizer=True, position_offset=position_offset)
         return out.token_ids, out.token_mask
 
     # ------------------------------------------------------------------ quantizer
