@@ -103,3 +103,26 @@ def test_file_rate_conflict(tok, speech_files):
 
 def test_short_clip_gives_one_token(tok):
     assert len(tok.encode(np.random.default_rng(0).standard_normal(10).astype(np.float32) * 0.1, 16000)) == 1
+
+
+def test_overlap_segmentation_keeps_every_token_once(tiny_model_dir, speech_files):
+    cut = Tokenizer.from_pretrained(tiny_model_dir)
+    ov = Tokenizer.from_pretrained(tiny_model_dir, segmentation="overlap", overlap_s=4.0)
+    wav = torch.cat([to_mono_16k(p) for p in speech_files])
+    wav = wav.repeat(int(np.ceil(75 * 16000 / wav.numel())))[: 75 * 16000 + 999]
+    segs = ov.segments(wav)
+    kept = [(s.start // 640 + (s.keep.start or 0), s.start // 640 + s.keep.stop) for s in segs]
+    n_tok = -(-wav.numel() // 640)
+    assert kept[0][0] == 0 and kept[-1][1] == n_tok
+    assert all(a[1] == b[0] for a, b in zip(kept, kept[1:]))  # contiguous, no gaps or repeats
+    assert all(s.audio.numel() <= 480000 for s in segs)
+    t_ov, t_cut = ov.encode(wav, 16000), cut.encode(wav, 16000)
+    assert len(t_ov) == len(t_cut) == n_tok
+    # tokens away from the hard cuts are computed on the same 30 s window in both modes
+    assert t_ov[:10] == t_cut[:10]
+    # short input: one segment, identical to cut mode
+    assert ov.encode(wav[:16000 * 20], 16000) == cut.encode(wav[:16000 * 20], 16000)
+    with pytest.raises(ValueError, match="segmentation must be"):
+        Tokenizer.from_pretrained(tiny_model_dir, segmentation="slide")
+    with pytest.raises(ValueError, match="overlap_s=20"):
+        Tokenizer.from_pretrained(tiny_model_dir, segmentation="overlap", overlap_s=20)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -24,6 +24,7 @@ class Segment:
     item: int       # index of the input this segment belongs to
     start: int      # first sample (16 kHz) of the segment in its input
     audio: Tensor   # (samples,) float32, 16 kHz
+    keep: slice = field(default_factory=lambda: slice(None))  # tokens of this segment that are kept (overlap mode trims the edges)
 
 
 class Tokenizer:
@@ -36,7 +37,8 @@ class Tokenizer:
     """
 
     def __init__(self, model: WhisperVQEncoder, *, batch_size: int = 8, device: str | torch.device = "cpu",
-                 channel: Union[str, int] = "mix", num_threads: Optional[int] = None):
+                 channel: Union[str, int] = "mix", num_threads: Optional[int] = None,
+                 segmentation: str = "cut", overlap_s: float = 4.0):
         if model.codebook is None:
             raise ValueError("model has no quantizer (quantize_vocab_size is None); cannot tokenize")
         if batch_size < 1:
@@ -46,6 +48,14 @@ class Tokenizer:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.channel = channel
+        if segmentation not in ("cut", "overlap"):
+            raise ValueError(f"segmentation must be 'cut' (public hard 30 s cuts) or 'overlap', got {segmentation!r}")
+        spt = self.config.samples_per_token
+        self.overlap_tokens = int(round(overlap_s * self.config.sampling_rate / spt))
+        if segmentation == "overlap" and not 0 < 2 * self.overlap_tokens * spt < self.config.segment_samples:
+            raise ValueError(f"overlap_s={overlap_s} must be > 0 and leave room in a "
+                             f"{self.config.chunk_length_s} s window (< {self.config.chunk_length_s / 2} s)")
+        self.segmentation = segmentation
         if num_threads is not None:
             torch.set_num_threads(num_threads)
 
@@ -71,9 +81,26 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ pipeline
     def segments(self, wav: Tensor, item: int = 0) -> list[Segment]:
-        """Hard 30 s cuts, as the public ``extract_speech_token`` does."""
+        """Cut one input into <= 30 s segments.
+
+        ``cut``: hard 30 s cuts, as the public ``extract_speech_token`` does. ``overlap``: windows
+        of up to 30 s that overlap by ``overlap_s`` on each side; each keeps only the tokens of its
+        centre, so every token is computed with context on both sides (except at the ends).
+        """
         seg = self.config.segment_samples
-        return [Segment(item, s, wav[s: s + seg]) for s in range(0, wav.numel(), seg)]
+        if self.segmentation == "cut" or wav.numel() <= seg:
+            return [Segment(item, s, wav[s: s + seg]) for s in range(0, wav.numel(), seg)]
+        spt = self.config.samples_per_token
+        ov = self.overlap_tokens
+        hop = seg // spt - 2 * ov                       # tokens each window contributes
+        n_tok = -(-wav.numel() // spt)
+        out = []
+        for first in range(0, n_tok, hop):              # first token this window keeps
+            w0 = max(0, first - ov)
+            w0 = min(w0, max(0, n_tok - seg // spt))    # the last window is a full 30 s if possible
+            out.append(Segment(item, w0 * spt, wav[w0 * spt: w0 * spt + seg],
+                               slice(first - w0, min(first + hop, n_tok) - w0)))
+        return out
 
     def features(self, segment: Tensor) -> tuple[Tensor, int]:
         """Log-mel of one segment padded to a multiple of the token stride, and its real frames."""
@@ -123,7 +150,7 @@ class Tokenizer:
         bar.close()
         out: list[list[int]] = [[] for _ in audios]
         for j in range(len(segs)):  # segments are in input order, then time order
-            out[segs[j].item].extend(results[j])
+            out[segs[j].item].extend(results[j][segs[j].keep])
         return out
 
     def encode(self, audio: AudioLike, sample_rate: Optional[int] = None) -> list[int]:
