@@ -52,3 +52,14 @@ def test_cli_entry_point_help_and_bad_model(tmp_path):
     assert r.returncode != 0 and "missing config.json" in r.stderr
     r = subprocess.run([sys.executable, "-m", "uniaudio_rt.cli"], capture_output=True, text=True)
     assert r.returncode == 2 and "tokenize" in r.stdout
+
+
+def test_stream_command_reports_latency_and_tokens(tiny_model_dir, speech_files, capsys):
+    assert main(["stream", "--model", tiny_model_dir, "--chunk-ms", "80", "--lookahead-ms", "30000",
+                 "--left-context-ms", "30000", speech_files[0]]) == 0
+    cap = capsys.readouterr()
+    lines = cap.out.strip().splitlines()
+    assert lines[0].startswith("chunk     1") and " ms" in lines[0]
+    result = json.loads(lines[-1])
+    assert result["tokens"] == Tokenizer.from_pretrained(tiny_model_dir).encode(speech_files[0])
+    assert "compute per chunk" in cap.err and "first token after" in cap.err

@@ -113,3 +113,23 @@ def test_bad_stream_input(stream_tok):
     with pytest.raises(ValueError, match="mode must be"):
         StreamingTokenizer(stream_tok, mode="fast")
     assert st.flush() == []
+
+
+def test_streaming_batch_window_mode_equals_single_sessions(tiny_model_dir, speech):
+    tok = Tokenizer.from_pretrained(tiny_model_dir, batch_size=3)
+    kw = dict(lookahead_ms=640, left_context_ms=2000, step_ms=160)
+    starts = {"a": 0, "b": 7000, "c": 15000, "d": 22222}
+    singles = {}
+    for s, o in starts.items():
+        singles[s] = run_stream(StreamingTokenizer(tok, **kw), speech[o:], [2560])
+    b = StreamingBatch(tok, **kw)
+    got = {s: [] for s in starts}
+    for s in starts:
+        b.open(s)
+    for i in range(0, speech.numel(), 2560):
+        r = b.push({s: speech[o:][i: i + 2560] for s, o in starts.items() if i < speech.numel() - o})
+        for s, v in r.items():
+            got[s] += v
+    for s in starts:
+        got[s] += b.close(s)
+        assert got[s] == singles[s], s

@@ -112,6 +112,74 @@ def cmd_tokenize(args) -> int:
     return 1 if failed else 0
 
 
+def _add_stream(sub) -> None:
+    p = sub.add_parser(
+        "stream", help="simulate real-time streaming tokenization of a file",
+        description="Feed a file to StreamingTokenizer in chunks as a live source would and print, per "
+                    "chunk, the tokens released and the compute time; then a latency summary.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("file", help="audio file (any rate; resampled to 16 kHz, mixed to mono)")
+    p.add_argument("--model", default=None, help="checkpoint directory; default: the shipped model")
+    p.add_argument("--chunk-ms", type=float, default=80.0, help="audio per push")
+    p.add_argument("--mode", choices=("auto", "exact", "window"), default="auto")
+    p.add_argument("--lookahead-ms", type=float, default=640.0, help="window mode: audio a token waits for")
+    p.add_argument("--left-context-ms", type=float, default=4000.0, help="window mode: context re-encoded")
+    p.add_argument("--realtime", action="store_true", help="sleep so chunks arrive at real-time pace")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="only the summary and the tokens")
+    p.set_defaults(func=cmd_stream)
+
+
+def cmd_stream(args) -> int:
+    import numpy as np
+
+    from .audio import to_mono_16k
+    from .streaming import StreamingTokenizer
+    from .tokenizer import Tokenizer
+
+    if args.chunk_ms <= 0:
+        raise SystemExit(f"--chunk-ms must be > 0, got {args.chunk_ms}")
+    try:
+        tok = Tokenizer.from_pretrained(args.model, num_threads=args.threads)
+        wav = to_mono_16k(args.file)
+        st = StreamingTokenizer(tok, mode=args.mode, lookahead_ms=args.lookahead_ms,
+                                left_context_ms=args.left_context_ms, step_ms=args.chunk_ms)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    hop = max(1, int(round(args.chunk_ms * 16)))
+    tokens: list[int] = []
+    costs = []
+    first_token_latency = None
+    start = time.perf_counter()
+    for i in range(0, wav.numel(), hop):
+        chunk = wav[i: i + hop]
+        if args.realtime:
+            due = start + (i + chunk.numel()) / 16000
+            time.sleep(max(0.0, due - time.perf_counter()))
+        t0 = time.perf_counter()
+        new = st.push(chunk)
+        dt = time.perf_counter() - t0
+        costs.append(dt)
+        audio_t = (i + chunk.numel()) / 16000
+        if new and first_token_latency is None:
+            # audio received until the first token came out, plus the compute that released it
+            first_token_latency = audio_t + dt
+        tokens += new
+        if not args.quiet:
+            print(f"chunk {len(costs):5d}  t={audio_t:7.2f}s  +{len(new):3d} tokens  {dt * 1000:8.2f} ms")
+    t0 = time.perf_counter()
+    tokens += st.flush()
+    flush_ms = (time.perf_counter() - t0) * 1000
+    c = np.asarray(costs) * 1000
+    print(f"mode={st.mode} chunks={len(c)} chunk={args.chunk_ms:g} ms  compute per chunk: "
+          f"mean {c.mean():.2f} ms, p50 {np.percentile(c, 50):.2f}, p95 {np.percentile(c, 95):.2f}, "
+          f"max {c.max():.2f}; flush {flush_ms:.2f} ms; RTF {c.sum() / 1000 / (wav.numel() / 16000):.3f}; "
+          f"first token after {first_token_latency if first_token_latency is not None else float('nan'):.3f} s "
+          f"of audio+compute; {len(tokens)} tokens", file=sys.stderr)
+    print(json.dumps({"tokens": tokens, "frame_rate": tok.frame_rate, "mode": st.mode}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
@@ -122,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"uniaudio-rt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_tokenize(sub)
+    _add_stream(sub)
     for mod in _EXTENSIONS:
         importlib.import_module(mod).add_subparser(sub)
     return parser

@@ -246,28 +246,31 @@ class WindowStreamState:
         self.committed = 0          # tokens of this segment already emitted
         self.last_encode_at = 0
 
-    def _window_tokens(self, final: bool) -> list[int]:
-        n = self.samples.numel()
+    # A window encode is split in three steps so that StreamingBatch can run many sessions' windows
+    # in one forward pass: _job() (features), encode_jobs() (the model), _take() (commit tokens).
+    def _job(self, final: bool) -> dict:
         start_tok = max(0, self.committed - self.left // self.spt)
         w0 = start_tok * self.spt
-        window = self.samples[w0:]
-        mel, n_real = self.tok.features(window)
-        mask = torch.zeros(1, mel.shape[-1], dtype=torch.bool)
-        mask[0, :n_real] = True
-        m = self.tok.model
-        dtype = next(m.parameters()).dtype
-        tokens, tmask = m.encode_tokens(mel[None].to(dtype), mask, position_offset=w0 // (self.spt // self.cfg.pool))
-        toks = tokens[0][tmask[0]].tolist()
-        if final:
+        mel, n_real = self.tok.features(self.samples[w0:])
+        return {"mel": mel, "n_real": n_real, "offset": w0 // (self.spt // self.cfg.pool),
+                "start_tok": start_tok, "n": self.samples.numel(), "final": final}
+
+    def _take(self, job: dict, toks: list[int]) -> list[int]:
+        start_tok = job["start_tok"]
+        if job["final"]:
             stable = len(toks)
         else:
-            stable = max(0, (n - self.lookahead) // self.spt - start_tok)
-            stable = min(stable, len(toks))
+            stable = min(len(toks), max(0, (job["n"] - self.lookahead) // self.spt - start_tok))
         new = toks[self.committed - start_tok: stable]
         self.committed = start_tok + max(stable, self.committed - start_tok)
         return new
 
-    def push(self, samples: Tensor) -> list[int]:
+    def _window_tokens(self, final: bool) -> list[int]:
+        job = self._job(final)
+        return self._take(job, encode_jobs(self.tok, [job])[0])
+
+    def feed(self, samples: Tensor) -> tuple[list[int], Optional[dict]]:
+        """Append samples; return tokens of completed segments and the window job now due, if any."""
         seg = self.cfg.segment_samples
         out: list[int] = []
         while samples.numel():
@@ -276,9 +279,16 @@ class WindowStreamState:
             self.samples = torch.cat([self.samples, take])
             if self.samples.numel() == seg:
                 out += self._finish_segment()
-            elif self.samples.numel() - self.last_encode_at >= self.step:
-                self.last_encode_at = self.samples.numel()
-                out += self._window_tokens(final=False)
+        job = None
+        if self.samples.numel() - self.last_encode_at >= self.step:
+            self.last_encode_at = self.samples.numel()
+            job = self._job(final=False)
+        return out, job
+
+    def push(self, samples: Tensor) -> list[int]:
+        out, job = self.feed(samples)
+        if job is not None:
+            out += self._take(job, encode_jobs(self.tok, [job])[0])
         return out
 
     def flush(self) -> list[int]:
@@ -290,6 +300,20 @@ class WindowStreamState:
         self.committed = 0
         self.last_encode_at = 0
         return out
+
+
+def encode_jobs(tok: Tokenizer, jobs: Sequence[dict]) -> list[list[int]]:
+    """One batched forward over several windows (each with its own length and position offset)."""
+    t_max = max(j["mel"].shape[-1] for j in jobs)
+    mel = torch.zeros(len(jobs), tok.config.num_mel_bins, t_max)
+    mask = torch.zeros(len(jobs), t_max, dtype=torch.bool)
+    for i, j in enumerate(jobs):
+        mel[i, :, : j["mel"].shape[-1]] = j["mel"]
+        mask[i, : j["n_real"]] = True
+    offsets = torch.tensor([j["offset"] for j in jobs])
+    dtype = next(tok.model.parameters()).dtype
+    tokens, tmask = tok.model.encode_tokens(mel.to(dtype), mask, position_offset=offsets)
+    return [tokens[i][tmask[i]].tolist() for i in range(len(jobs))]
 
 
 class StreamingTokenizer:
@@ -357,10 +381,32 @@ class StreamingBatch:
         self.sessions[session_id] = StreamingTokenizer(self.tokenizer, **self.kwargs)
 
     def push(self, chunks: dict[str, object]) -> dict[str, list[int]]:
+        """Feed each session its new samples; returns each session's new tokens.
+
+        In window mode all sessions whose window is due are encoded in ONE batched forward pass.
+        In exact mode each session advances its own caches (units of different sessions are not
+        yet batched together).
+        """
         unknown = [s for s in chunks if s not in self.sessions]
         if unknown:
             raise ValueError(f"unknown session(s): {unknown}")
-        return {s: self.sessions[s].push(x) for s, x in chunks.items()}
+        samples = {s: _as_samples(x) for s, x in chunks.items()}
+        out: dict[str, list[int]] = {}
+        jobs: list[tuple[str, dict]] = []
+        with torch.no_grad():
+            for s, x in samples.items():
+                state = self.sessions[s]._state
+                if isinstance(state, WindowStreamState):
+                    out[s], job = state.feed(x)
+                    if job is not None:
+                        jobs.append((s, job))
+                else:
+                    out[s] = state.push(x)
+            for b in range(0, len(jobs), self.tokenizer.batch_size):
+                group = jobs[b: b + self.tokenizer.batch_size]
+                for (s, job), toks in zip(group, encode_jobs(self.tokenizer, [j for _, j in group])):
+                    out[s] += self.sessions[s]._state._take(job, toks)
+        return out
 
     def close(self, session_id: str) -> list[int]:
         if session_id not in self.sessions:
