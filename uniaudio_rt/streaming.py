@@ -134,12 +134,11 @@ class ExactStreamState:
         """Layer ``i`` on one unit (T, D) with the cache of earlier units of this segment."""
         layer = self.model.layers[i]
         attn = layer.self_attn
-        h = attn.n_head
         t, d = x.shape
-        y = layer.self_attn_layer_norm(x)
-        q = attn.q_proj(y).view(t, h, d // h).transpose(0, 1)
-        k = attn.k_proj(y).view(t, h, d // h).transpose(0, 1)
-        v = attn.v_proj(y).view(t, h, d // h).transpose(0, 1)
+        stream_dtype = x.dtype
+        if layer.compute_dtype is not None:
+            x = x.to(layer.compute_dtype)
+        q, k, v = (z[0] for z in attn.project_qkv(layer.self_attn_layer_norm(x)[None]))
         c = self.caches[i]
         past = 0 if c.k is None else c.k.shape[1]
         c.k = k if c.k is None else torch.cat([c.k, k], dim=1)
@@ -154,7 +153,8 @@ class ExactStreamState:
             mask = allowed[None]
         o = F.scaled_dot_product_attention(q[None], c.k[None], c.v[None], attn_mask=mask)[0]
         x = x + attn.out_proj(o.transpose(0, 1).reshape(t, d))
-        return x + layer.fc2(layer.activation(layer.fc1(layer.final_layer_norm(x))))
+        x = x + layer.fc2(layer.activation(layer.fc1(layer.final_layer_norm(x))))
+        return x.to(stream_dtype)
 
     def _run_unit(self, x: Tensor, conv_real: Tensor) -> list[int]:
         cfg, m = self.cfg, self.model
@@ -311,8 +311,7 @@ def encode_jobs(tok: Tokenizer, jobs: Sequence[dict]) -> list[list[int]]:
         mel[i, :, : j["mel"].shape[-1]] = j["mel"]
         mask[i, : j["n_real"]] = True
     offsets = torch.tensor([j["offset"] for j in jobs])
-    dtype = next(tok.model.parameters()).dtype
-    tokens, tmask = tok.model.encode_tokens(mel.to(dtype), mask, position_offset=offsets)
+    tokens, tmask = tok.model.encode_tokens(mel, mask, position_offset=offsets)
     return [tokens[i][tmask[i]].tolist() for i in range(len(jobs))]
 
 

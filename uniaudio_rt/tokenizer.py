@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from .audio import AudioLike, to_mono_16k
 from .checkpoint import load_encoder
 from .mel import HOP_LENGTH, log_mel_spectrogram
 from .models.encoder import WhisperVQEncoder
+from .runtime import prepare_for_inference
 
 DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "default")
 
@@ -38,12 +40,16 @@ class Tokenizer:
 
     def __init__(self, model: WhisperVQEncoder, *, batch_size: int = 8, device: str | torch.device = "cpu",
                  channel: Union[str, int] = "mix", num_threads: Optional[int] = None,
-                 segmentation: str = "cut", overlap_s: float = 4.0):
+                 segmentation: str = "cut", overlap_s: float = 4.0, precision: str = "fp32",
+                 copy_model: bool = True):
         if model.codebook is None:
             raise ValueError("model has no quantizer (quantize_vocab_size is None); cannot tokenize")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model = model.eval().to(device)
+        self.precision = precision
+        if copy_model:  # the runtime prunes and fuses in place; leave the caller's model alone
+            model = copy.deepcopy(model)
+        self.model = prepare_for_inference(model.to(device), precision)
         self.config = model.config
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -68,7 +74,7 @@ class Tokenizer:
             if not os.path.exists(os.path.join(path, "config.json")):
                 raise ValueError(f"no default model is installed at {path}; pass a checkpoint "
                                  f"directory (config.json + model.safetensors)")
-        return cls(load_encoder(path, for_tokens=True), **kwargs)
+        return cls(load_encoder(path, for_tokens=True), copy_model=False, **kwargs)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -118,8 +124,7 @@ class Tokenizer:
         for i, (m, n_real) in enumerate(feats):
             mel[i, :, : m.shape[-1]] = m
             mask[i, :n_real] = True
-        dtype = next(self.model.parameters()).dtype
-        tokens, token_mask = self.model.encode_tokens(mel.to(self.device, dtype), mask.to(self.device))
+        tokens, token_mask = self.model.encode_tokens(mel.to(self.device), mask.to(self.device))
         tokens, token_mask = tokens.cpu(), token_mask.cpu()
         return [tokens[i][token_mask[i]].tolist() for i in range(len(feats))]
 

@@ -47,15 +47,35 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """x: (B, T, D); mask: bool, broadcastable to (B, 1, T, T), True = may attend."""
+        self.qkv_proj: Optional[nn.Linear] = None  # set by fuse_qkv() for inference
+
+    @torch.no_grad()
+    def fuse_qkv(self) -> None:
+        """Inference: one (3D x D) projection instead of three; the k part gets a zero bias."""
+        d = self.q_proj.in_features
+        fused = nn.Linear(d, 3 * d).to(self.q_proj.weight.dtype)
+        fused.weight.copy_(torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]))
+        fused.bias.copy_(torch.cat([self.q_proj.bias, torch.zeros_like(self.q_proj.bias), self.v_proj.bias]))
+        self.qkv_proj = fused
+        del self.q_proj, self.k_proj, self.v_proj
+
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, T, D) -> q, k, v each (B, H, T, D / H)."""
         b, t, d = x.shape
         h = self.n_head
+        if self.qkv_proj is not None:
+            q, k, v = self.qkv_proj(x).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+            return q, k, v
 
         def heads(y: Tensor) -> Tensor:
             return y.view(b, t, h, d // h).transpose(1, 2)
 
-        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        return heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """x: (B, T, D); mask: bool, broadcastable to (B, 1, T, T), True = may attend."""
+        b, t, d = x.shape
+        q, k, v = self.project_qkv(x)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
@@ -75,8 +95,14 @@ class ResidualAttentionBlock(nn.Module):
                            "relu": nn.ReLU()}[cfg.activation_function]
         self.dropout = cfg.dropout
         self.activation_dropout = cfg.activation_dropout
+        self.compute_dtype: Optional[torch.dtype] = None  # e.g. bf16 weights in an fp32 stream
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        if self.compute_dtype is not None and x.dtype != self.compute_dtype:
+            return self._forward(x.to(self.compute_dtype), mask).to(x.dtype)
+        return self._forward(x, mask)
+
+    def _forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         y = self.self_attn(self.self_attn_layer_norm(x), mask)
         x = x + F.dropout(y, self.dropout, self.training)
         y = F.dropout(self.activation(self.fc1(self.final_layer_norm(x))), self.activation_dropout,
