@@ -161,13 +161,12 @@ def load_encoder(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     with torch.device("meta"):
         full = WhisperVQEncoder(cfg)
     check_state_dict(full, sd, source=os.fspath(path))
-    model = WhisperVQEncoder(cfg)
+    model = WhisperVQEncoder(cfg, tokens_only=for_tokens)
     if "ema_count" in model.state_dict():  # inference checkpoints may omit the EMA buffers
         sd.setdefault("ema_count", torch.ones(cfg.quantize_vocab_size))
         sd.setdefault("ema_weight", sd["codebook.weight"].float().clone())
-    model.load_state_dict(sd, strict=True)
-    if for_tokens:
-        prune_for_tokens(model)
+    wanted = model.state_dict().keys()
+    model.load_state_dict({k: v for k, v in sd.items() if k in wanted}, strict=True)
     return model.to(dtype).eval()
 
 
@@ -177,7 +176,7 @@ def prune_for_tokens(model: WhisperVQEncoder) -> WhisperVQEncoder:
     if cfg.quantize_vocab_size is None:
         return model
     model.layers = torch.nn.ModuleList(list(model.layers)[: cfg.quantize_position])
-    if cfg.has_residual and not cfg.residual_active_for_tokens:
+    if not cfg.residual_active_for_tokens:
         model.residual_adapter = model.residual_gate = model.residual_output_norm = None
     return model
 

@@ -144,7 +144,8 @@ class EncoderOutput:
 class WhisperVQEncoder(nn.Module):
     """Whisper encoder with pooling, the SAE gated residual and a single-codebook quantizer."""
 
-    def __init__(self, cfg: WhisperVQConfig):
+    def __init__(self, cfg: WhisperVQConfig, tokens_only: bool = False):
+        """``tokens_only`` builds only what the tokens depend on (see ``forward(stop_at_quantizer)``)."""
         super().__init__()
         cfg.validate()
         self.config = cfg
@@ -155,11 +156,14 @@ class WhisperVQEncoder(nn.Module):
         self.embed_positions = nn.Embedding(cfg.max_source_positions, d)
         self.embed_positions.requires_grad_(False)
         n_layers = cfg.quantize_position if cfg.quantize_encoder_only else cfg.encoder_layers
+        if tokens_only:
+            n_layers = cfg.layers_needed_for_tokens
         self.layers = nn.ModuleList(ResidualAttentionBlock(cfg) for _ in range(n_layers))
         self.layer_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.embed_scale = math.sqrt(d) if cfg.scale_embedding else 1.0
 
-        if cfg.has_residual:  # SAE: Semantic-Acoustic Equilibrium
+        self.residual_adapter = self.residual_gate = self.residual_output_norm = None
+        if cfg.has_residual and (cfg.residual_active_for_tokens or not tokens_only):  # SAE
             self.residual_adapter = (nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
                                      if cfg.use_residual_adapter else None)
             self.residual_gate = (nn.Sequential(nn.Linear(2 * d, d), nn.Tanh(), nn.Linear(d, d),
@@ -191,7 +195,7 @@ class WhisperVQEncoder(nn.Module):
             if cfg.quantize_ema_decay is not None:
                 self.ema_weight.copy_(self.codebook.weight.float())
                 self.ema_count.fill_(1.0)
-        if cfg.has_residual and self.residual_adapter is not None:
+        if self.residual_adapter is not None:
             # Start the SAE branch as a no-op on the deep stream's direction.
             nn.init.zeros_(self.residual_adapter[2].weight)
             nn.init.zeros_(self.residual_adapter[2].bias)
