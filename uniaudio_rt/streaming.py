@@ -311,7 +311,7 @@ def encode_jobs(tok: Tokenizer, jobs: Sequence[dict]) -> list[list[int]]:
         mel[i, :, : j["mel"].shape[-1]] = j["mel"]
         mask[i, : j["n_real"]] = True
     offsets = torch.tensor([j["offset"] for j in jobs])
-    tokens, tmask = tok.model.encode_tokens(mel, mask, position_offset=offsets)
+    tokens, tmask = tok.encoder.encode_tokens(mel, mask, position_offset=offsets)
     return [tokens[i][tmask[i]].tolist() for i in range(len(jobs))]
 
 

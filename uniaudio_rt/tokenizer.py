@@ -41,7 +41,7 @@ class Tokenizer:
     def __init__(self, model: WhisperVQEncoder, *, batch_size: int = 8, device: str | torch.device = "cpu",
                  channel: Union[str, int] = "mix", num_threads: Optional[int] = None,
                  segmentation: str = "cut", overlap_s: float = 4.0, precision: str = "fp32",
-                 copy_model: bool = True):
+                 backend: str = "torch", onnx_dir: Optional[str] = None, copy_model: bool = True):
         if model.codebook is None:
             raise ValueError("model has no quantizer (quantize_vocab_size is None); cannot tokenize")
         if batch_size < 1:
@@ -50,6 +50,20 @@ class Tokenizer:
         if copy_model:  # the runtime prunes and fuses in place; leave the caller's model alone
             model = copy.deepcopy(model)
         self.model = prepare_for_inference(model.to(device), precision)
+        self.encoder = self.model  # what runs the tokens: the torch model or an ONNX Runtime session
+        if backend == "onnxruntime":
+            from .onnx_export import OnnxEncoder, export_tokenizer
+
+            if precision != "fp32" or torch.device(device).type != "cpu":
+                raise ValueError("backend='onnxruntime' runs the fp32 graph on the CPU")
+            if onnx_dir is None or not os.path.exists(os.path.join(onnx_dir, "tokenizer.json")):
+                import tempfile
+
+                onnx_dir = export_tokenizer(self.model, onnx_dir or tempfile.mkdtemp(prefix="uniaudio-onnx-"))
+            self.encoder = OnnxEncoder(onnx_dir, num_threads=num_threads)
+        elif backend != "torch":
+            raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
+        self.backend = backend
         self.config = model.config
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -74,6 +88,10 @@ class Tokenizer:
             if not os.path.exists(os.path.join(path, "config.json")):
                 raise ValueError(f"no default model is installed at {path}; pass a checkpoint "
                                  f"directory (config.json + model.safetensors)")
+        if kwargs.get("backend") == "onnxruntime" and kwargs.get("onnx_dir") is None and os.path.isdir(path):
+            from .onnx_export import cached_export_dir
+
+            kwargs["onnx_dir"] = cached_export_dir(os.fspath(path))
         return cls(load_encoder(path, for_tokens=True), copy_model=False, **kwargs)
 
     # ------------------------------------------------------------------ properties
@@ -124,7 +142,7 @@ class Tokenizer:
         for i, (m, n_real) in enumerate(feats):
             mel[i, :, : m.shape[-1]] = m
             mask[i, :n_real] = True
-        tokens, token_mask = self.model.encode_tokens(mel.to(self.device), mask.to(self.device))
+        tokens, token_mask = self.encoder.encode_tokens(mel.to(self.device), mask.to(self.device))
         tokens, token_mask = tokens.cpu(), token_mask.cpu()
         return [tokens[i][token_mask[i]].tolist() for i in range(len(feats))]
 

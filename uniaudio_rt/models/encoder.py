@@ -213,13 +213,18 @@ class WhisperVQEncoder(nn.Module):
         x = F.gelu(self.conv2(x)).transpose(1, 2)
         t = x.shape[1]
         n_pos = self.embed_positions.num_embeddings
-        last = int(position_offset.max()) if isinstance(position_offset, Tensor) else position_offset
+        exporting = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        if exporting:  # the graph gathers with clamped indices; callers validate offsets
+            last = 0
+        else:
+            last = int(position_offset.max()) if isinstance(position_offset, Tensor) else position_offset
         if last + t > n_pos:
             raise ValueError(f"input has {mel.shape[-1]} mel frames ({t} after the convolutions, position "
                              f"offset {last}); the model has positions for at most {n_pos} "
                              f"(30 s). Split longer audio (Tokenizer.encode does).")
         if isinstance(position_offset, Tensor):
-            pos = self.embed_positions.weight[position_offset.to(x.device)[:, None] + torch.arange(t, device=x.device)]
+            idx = position_offset.to(x.device)[:, None] + torch.arange(t, device=x.device)
+            pos = self.embed_positions.weight[idx.clamp(max=n_pos - 1)]
         else:
             pos = self.embed_positions.weight[position_offset: position_offset + t]
         return x * self.embed_scale + pos
@@ -244,7 +249,8 @@ class WhisperVQEncoder(nn.Module):
         block = cfg.quantize_causal_block_size
         if block is not None and pooled:
             block //= cfg.pool
-        if frame_mask.all() and block is None and not cfg.encoder_causal_attention:
+        exporting = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        if not exporting and block is None and not cfg.encoder_causal_attention and bool(frame_mask.all()):
             return None  # no padding, full attention: let SDPA take its fastest path
         return attention_mask(frame_mask, cfg.encoder_causal_attention, block)
 
