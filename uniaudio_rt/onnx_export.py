@@ -147,6 +147,34 @@ def export_tokenizer(model: WhisperVQEncoder, out_dir: str, with_mel: bool = Fal
     return out_dir
 
 
+def export_torchscript(model: WhisperVQEncoder, out_dir: str) -> str:
+    """TorchScript (traced) tokenizers for C++ hosts linked against libtorch:
+    ``tokenizer_mel.pt`` (mel, mel_lengths, position_offset) and ``tokenizer_wave.pt`` (waveform,
+    lengths), with the sizes a host needs in the extra file ``uniaudio.json``."""
+    import warnings
+
+    from .runtime import prepare_for_inference
+
+    cfg = model.config
+    model = prepare_for_inference(model, "fp32")
+    os.makedirs(out_dir, exist_ok=True)
+    unit = cfg.samples_per_token // HOP_LENGTH
+    extra = {"uniaudio.json": json.dumps({"sample_rate": cfg.sampling_rate, "samples_per_token": cfg.samples_per_token,
+                                          "segment_samples": cfg.segment_samples, "n_mels": cfg.num_mel_bins,
+                                          "frame_rate": cfg.token_rate, "codebook_size": cfg.quantize_vocab_size})}
+    # traced with a padded row so that the masked attention path is the one recorded
+    mel_args = (torch.zeros(2, cfg.num_mel_bins, 8 * unit), torch.tensor([8 * unit, 5 * unit]),
+                torch.zeros(2, dtype=torch.long))
+    wave_args = (torch.zeros(2, 8 * cfg.samples_per_token), torch.tensor([8 * cfg.samples_per_token, 3000]))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about Python ints taken from shapes
+        for name, graph, args in (("tokenizer_mel.pt", TokenizerGraph(model), mel_args),
+                                  ("tokenizer_wave.pt", WaveTokenizerGraph(model), wave_args)):
+            traced = torch.jit.trace(graph.eval(), args, check_trace=False)
+            torch.jit.save(traced, os.path.join(out_dir, name), _extra_files=extra)
+    return out_dir
+
+
 class OnnxEncoder:
     """ONNX Runtime session with the ``encode_tokens`` interface of the PyTorch encoder."""
 
@@ -195,13 +223,15 @@ def cached_export_dir(model_dir: str) -> str:
 def add_subparser(sub) -> None:
     import argparse
 
-    p = sub.add_parser("export", help="export models (onnx)",
-                       description="Export the tokenizer to ONNX (dynamo exporter, weights embedded).",
+    p = sub.add_parser("export", help="export the tokenizer (onnx, torchscript)",
+                       description="Export the tokenizer to ONNX (dynamo exporter, weights embedded) or "
+                                   "TorchScript (for C++ hosts linked against libtorch).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("format", choices=["onnx"], help="export format")
+    p.add_argument("format", choices=["onnx", "torchscript"],
+                   help="onnx: ONNX graphs for ONNX Runtime; torchscript: traced modules for libtorch C++ hosts")
     p.add_argument("--model", default=None, help="checkpoint directory; default: the shipped model")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--with-mel", action="store_true", help="also export waveform -> tokens (log-mel in the graph)")
+    p.add_argument("--with-mel", action="store_true", help="onnx: also export waveform -> tokens (log-mel in the graph)")
     p.add_argument("--opset", type=int, default=18)
 
     def run(a) -> int:
@@ -210,7 +240,10 @@ def add_subparser(sub) -> None:
 
         try:
             model = load_encoder(a.model or DEFAULT_MODEL_DIR, for_tokens=True)
-            export_tokenizer(model, a.out, with_mel=a.with_mel, opset=a.opset)
+            if a.format == "onnx":
+                export_tokenizer(model, a.out, with_mel=a.with_mel, opset=a.opset)
+            else:
+                export_torchscript(model, a.out)
         except ValueError as e:
             raise SystemExit(f"error: {e}")
         print(f"wrote {sorted(os.listdir(a.out))} to {a.out}")

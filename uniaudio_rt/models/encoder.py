@@ -23,6 +23,12 @@ from .config import WhisperVQConfig
 from .quantizer import vector_quantize_ref
 
 
+def _tracing() -> bool:
+    """True while torch.export / torch.compile / torch.jit.trace record the graph: data-dependent
+    shortcuts are skipped so that the recorded graph is valid for every input."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
 class CausalConv1d(nn.Conv1d):
     """Conv1d that pads only on the left, so output frame t sees inputs <= t (times stride)."""
 
@@ -213,8 +219,7 @@ class WhisperVQEncoder(nn.Module):
         x = F.gelu(self.conv2(x)).transpose(1, 2)
         t = x.shape[1]
         n_pos = self.embed_positions.num_embeddings
-        exporting = torch.compiler.is_compiling() or torch.compiler.is_exporting()
-        if exporting:  # the graph gathers with clamped indices; callers validate offsets
+        if _tracing():  # the graph gathers with clamped indices; callers validate offsets
             last = 0
         else:
             last = int(position_offset.max()) if isinstance(position_offset, Tensor) else position_offset
@@ -249,8 +254,7 @@ class WhisperVQEncoder(nn.Module):
         block = cfg.quantize_causal_block_size
         if block is not None and pooled:
             block //= cfg.pool
-        exporting = torch.compiler.is_compiling() or torch.compiler.is_exporting()
-        if not exporting and block is None and not cfg.encoder_causal_attention and bool(frame_mask.all()):
+        if not _tracing() and block is None and not cfg.encoder_causal_attention and bool(frame_mask.all()):
             return None  # no padding, full attention: let SDPA take its fastest path
         return attention_mask(frame_mask, cfg.encoder_causal_attention, block)
 
