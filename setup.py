@@ -28,11 +28,11 @@ def native_extensions():
     if not cpp:
         return [], {}
     cu = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
-    extra_cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    extra_cxx = ["-O3", "-std=c++20", "-fopenmp"]
     with_cuda = bool(cu) and torch.version.cuda is not None and CUDA_HOME is not None
     if with_cuda:
         ext = CUDAExtension("uniaudio_rt._C", cpp + cu, define_macros=[("UNIAUDIO_RT_WITH_CUDA", None)],
-                            extra_compile_args={"cxx": extra_cxx, "nvcc": ["-O3", "-std=c++17"]},
+                            extra_compile_args={"cxx": extra_cxx, "nvcc": ["-O3", "-std=c++20"]},
                             extra_link_args=["-fopenmp"])
     else:
         ext = CppExtension("uniaudio_rt._C", cpp, extra_compile_args=extra_cxx, extra_link_args=["-fopenmp"])

@@ -11,6 +11,7 @@ Each (backend, case) runs in its own process so that peak RSS is its own. Backen
   fp32      our runtime: dead layers skipped, fused QKV, SDPA
   bf16      our runtime with bfloat16 layers (AVX-512 BF16)
   int8      our runtime with dynamic int8 linear layers (VNNI)
+  ort       the exported ONNX graph (mel -> tokens) in ONNX Runtime (export time not counted)
 Inputs are log-mels of real speech (asterisk English prompts, concatenated); speed does not depend on
 weight values. Agreement is the fraction of tokens equal to ``ref``'s.
 """
@@ -32,7 +33,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 CASES = {"5s": (1, 5), "30s": (1, 30), "8x30s": (8, 30)}
-BACKENDS = ("ref", "ref16", "fp32", "bf16", "int8")
+BACKENDS = ("ref", "ref16", "fp32", "bf16", "int8", "ort")
 
 
 def build_model(model_dir):
@@ -109,8 +110,13 @@ class PublicStyleReference:
                 out = self.layers[pos - 1](x, mask)
                 x = out[0] if isinstance(out, tuple) else out
             if cfg.pooling_kernel_size and pos == cfg.pooling_position:
-                x = F.avg_pool1d(x.transpose(1, 2), cfg.pooling_kernel_size).transpose(1, 2) \
-                    if cfg.pooling_type == "avg" else F.max_pool1d(x.transpose(1, 2), cfg.pooling_kernel_size).transpose(1, 2)
+                def pool(z):
+                    z = z.transpose(1, 2)
+                    z = F.avg_pool1d(z, cfg.pooling_kernel_size) if cfg.pooling_type == "avg" else \
+                        F.max_pool1d(z, cfg.pooling_kernel_size)
+                    return z.transpose(1, 2)
+                x = pool(x)
+                shallow = pool(shallow) if shallow is not None else None
                 mask = ext_mask(x.shape[1])
             if cfg.has_residual and pos == cfg.encoder_residual_source_position:
                 shallow = x
@@ -137,6 +143,18 @@ def worker(args):
     mel = speech_mel(model.config, batch, seconds)
     if args.backend in ("ref", "ref16"):
         run = PublicStyleReference(model, stop_after_quantizer=args.backend == "ref16")
+    elif args.backend == "ort":
+        import tempfile
+
+        from uniaudio_rt.onnx_export import OnnxEncoder, export_tokenizer
+
+        del model.layers[model.config.layers_needed_for_tokens:]
+        with tempfile.TemporaryDirectory() as d:
+            export_tokenizer(model, d)
+            del model
+            enc = OnnxEncoder(d, num_threads=args.threads)
+        mask = torch.ones(mel.shape[0], mel.shape[-1], dtype=torch.bool)
+        run = lambda m: enc.encode_tokens(m, mask)[0]  # noqa: E731
     else:
         del model.layers[model.config.layers_needed_for_tokens:]  # as load_encoder(for_tokens=True) builds it
         import gc
@@ -225,7 +243,7 @@ def main():
             speedup = results["ref"]["seconds"] / t if "ref" in results else float("nan")
             peak_ref = peak["bf16"] if backend == "bf16" else peak["fp32"]
             # the fraction is against a GEMM of the same precision; int8 has no such GEMM here
-            frac = flops / t / 1e9 / peak_ref if backend not in ("ref", "int8") else float("nan")
+            frac = flops / t / 1e9 / peak_ref if backend not in ("ref", "int8", "ort") else float("nan")
             rows.append((case, backend, t / res["audio_s"], res["audio_s"] / t, res["rss_mb"], agree, speedup,
                          flops / t / 1e9 if backend != "ref" else float("nan"), frac))
     name = args.model or "public-size UniAudio-Token (random weights)"

@@ -1,0 +1,102 @@
+// pybind11 bindings of the native ops (torch extension uniaudio_rt._C). Inputs are validated
+// here; the kernels take raw pointers (fused_gate_vq/fused_gate_vq.h).
+#include <torch/extension.h>
+
+#include <string>
+
+#include "fused_gate_vq/fused_gate_vq.h"
+
+namespace {
+
+void check_matrix(const torch::Tensor& t, const char* name, int64_t cols = -1) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK(t.scalar_type() == torch::kFloat32, name, " must be float32, got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == 2, name, " must be 2-D (rows, dim), got shape ", t.sizes());
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+  if (cols >= 0) TORCH_CHECK(t.size(1) == cols, name, " has ", t.size(1), " columns, expected ", cols);
+}
+
+uniaudio::CodebookView view(const torch::Tensor& codes, const torch::Tensor& sq, const torch::Tensor& norms,
+                            const torch::Tensor& bf16) {
+  check_matrix(codes, "codebook");
+  const int64_t k = codes.size(0), d = codes.size(1);
+  TORCH_CHECK(k > 0, "codebook is empty");
+  TORCH_CHECK(sq.numel() == k && norms.numel() == k && sq.is_contiguous() && norms.is_contiguous() &&
+                  sq.scalar_type() == torch::kFloat32 && norms.scalar_type() == torch::kFloat32,
+              "sq_norms and norms must be contiguous float32 of size ", k);
+  uniaudio::CodebookView v{codes.data_ptr<float>(), sq.data_ptr<float>(), norms.data_ptr<float>(), nullptr, k, d,
+                           (d + 31) / 32 * 32};
+  if (bf16.numel()) {
+    TORCH_CHECK(bf16.scalar_type() == torch::kInt16 && bf16.dim() == 2 && bf16.size(0) == k &&
+                    bf16.size(1) == v.d_pad && bf16.is_contiguous(),
+                "codes_bf16 must be int16 (", k, ", ", v.d_pad, "), got ", bf16.sizes());
+    v.codes_bf16 = reinterpret_cast<const uint16_t*>(bf16.data_ptr<int16_t>());
+  }
+  return v;
+}
+
+// Round-to-nearest-even float32 -> bfloat16 bits, rows zero-padded to a multiple of 32.
+torch::Tensor pack_bf16(const torch::Tensor& codes) {
+  check_matrix(codes, "codebook");
+  const int64_t k = codes.size(0), d = codes.size(1), dp = (d + 31) / 32 * 32;
+  auto out = torch::zeros({k, dp}, torch::kInt16);
+  const float* src = codes.data_ptr<float>();
+  auto* dst = reinterpret_cast<uint16_t*>(out.data_ptr<int16_t>());
+  for (int64_t r = 0; r < k; ++r)
+    for (int64_t i = 0; i < d; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, src + r * d + i, 4);
+      if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu)) {
+        dst[r * dp + i] = static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
+      } else {
+        dst[r * dp + i] = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+      }
+    }
+  return out;
+}
+
+torch::Tensor vq_argmin(const torch::Tensor& x, const torch::Tensor& codes, const torch::Tensor& sq,
+                        const torch::Tensor& norms, const torch::Tensor& bf16) {
+  auto cb = view(codes, sq, norms, bf16);
+  check_matrix(x, "x", cb.d);
+  auto tokens = torch::empty({x.size(0)}, torch::kInt64);
+  uniaudio::vq_argmin_cpu(x.data_ptr<float>(), x.size(0), cb, tokens.data_ptr<int64_t>());
+  return tokens;
+}
+
+std::tuple<torch::Tensor, torch::Tensor> gate_ln_vq(const torch::Tensor& deep, const torch::Tensor& gate_logits,
+                                                    const torch::Tensor& adapter, const torch::Tensor& ln_w,
+                                                    const torch::Tensor& ln_b, double eps, const torch::Tensor& codes,
+                                                    const torch::Tensor& sq, const torch::Tensor& norms,
+                                                    const torch::Tensor& bf16, bool return_y) {
+  auto cb = view(codes, sq, norms, bf16);
+  check_matrix(deep, "x_deep", cb.d);
+  check_matrix(adapter, "adapter_out", cb.d);
+  TORCH_CHECK(adapter.size(0) == deep.size(0), "adapter_out has ", adapter.size(0), " rows, x_deep ", deep.size(0));
+  if (gate_logits.numel()) {
+    check_matrix(gate_logits, "gate_logits", cb.d);
+    TORCH_CHECK(gate_logits.size(0) == deep.size(0), "gate_logits rows ", gate_logits.size(0), " != ", deep.size(0));
+  }
+  for (const auto* t : {&ln_w, &ln_b})
+    TORCH_CHECK(t->numel() == cb.d && t->scalar_type() == torch::kFloat32 && t->is_contiguous(),
+                "LayerNorm weight/bias must be contiguous float32 of size ", cb.d);
+  uniaudio::GateLNParams p{deep.data_ptr<float>(), gate_logits.numel() ? gate_logits.data_ptr<float>() : nullptr,
+                           adapter.data_ptr<float>(), ln_w.data_ptr<float>(), ln_b.data_ptr<float>(),
+                           static_cast<float>(eps), deep.size(0), cb.d};
+  auto tokens = torch::empty({deep.size(0)}, torch::kInt64);
+  auto y = return_y ? torch::empty_like(deep) : torch::Tensor();
+  uniaudio::gate_ln_vq_cpu(p, cb, tokens.data_ptr<int64_t>(), return_y ? y.data_ptr<float>() : nullptr);
+  return {tokens, return_y ? y : torch::empty({0})};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "uniaudio-rt native ops";
+  m.def("pack_bf16", &pack_bf16, "codebook float32 (K, D) -> bf16 bits int16 (K, D padded to 32)");
+  m.def("vq_argmin", &vq_argmin, "nearest code per row (CPU)");
+  m.def("gate_ln_vq", &gate_ln_vq, "fused SAE gate epilogue + LayerNorm + nearest code (CPU)");
+  m.def("vq_cpu_path", &uniaudio::vq_cpu_path);
+  m.def("set_vq_cpu_force_portable", &uniaudio::set_vq_cpu_force_portable);
+  m.def("vq_cpu_fallback_rows", &uniaudio::vq_cpu_fallback_rows);
+}

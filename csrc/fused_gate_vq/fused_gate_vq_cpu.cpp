@@ -1,0 +1,266 @@
+// CPU kernels: fused SAE gate epilogue + LayerNorm + nearest-code search.
+//
+// Nearest-code search, two paths chosen at run time:
+//  * avx512bf16-screen (CPUs with AVX-512 BF16): distances are first screened with bf16 dot products
+//    (vdpbf16ps, twice the fp32 FMA rate). For row x and code c the screened distance
+//    d~ = ||c||^2 - 2 x~.c~ is within m = 2 (2^-7 + 2^-16 + d 2^-24) ||x|| ||c|| of the exact one
+//    (bf16 rounding of both operands, then fp32 accumulation of d products), plus (d + 8) 2^-24
+//    (||c||^2 + 2 ||x|| ||c||) for the fp32 rounding of ||c||^2 and of the subtraction. Every code whose
+//    lower bound d~ - m is not above the smallest upper bound d~ + m is re-scored exactly (double),
+//    so the result is the exact nearest code; usually one or two codes are re-scored per row.
+//  * portable: one fp32 pass, d = ||c||^2 - 2 x.c, running minimum.
+// Rows are split over OpenMP threads in chunks; codes are visited in tiles that stay in L2.
+#include "fused_gate_vq.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define UNIAUDIO_X86 1
+#endif
+
+namespace uniaudio {
+namespace {
+
+constexpr int64_t kChunkRows = 64;   // rows per OpenMP work item (bf16 rows stay in L2)
+constexpr int64_t kTileCodes = 64;   // codes per tile
+constexpr size_t kMaxCandidates = 32;
+
+std::atomic<bool> g_force_portable{false};
+std::atomic<int64_t> g_fallback_rows{0};
+
+bool cpu_has_avx512bf16() {
+#ifdef UNIAUDIO_X86
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512bf16");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+bool use_bf16_screen(const CodebookView& cb) {
+  return cb.codes_bf16 != nullptr && !g_force_portable.load() && cpu_has_avx512bf16();
+}
+
+// ---------------------------------------------------------------- gate epilogue + LayerNorm
+void gate_ln_row(const GateLNParams& p, int64_t r, float* out) {
+  const int64_t d = p.d;
+  const float* deep = p.deep + r * d;
+  const float* a = p.adapter + r * d;
+  const float* gl = p.gate_logits ? p.gate_logits + r * d : nullptr;
+  double sum = 0.0;
+  for (int64_t i = 0; i < d; ++i) {
+    const float g = gl ? 1.0f / (1.0f + std::exp(-gl[i])) : 1.0f;
+    out[i] = deep[i] + g * a[i];
+    sum += out[i];
+  }
+  const double mean = sum / d;
+  double var = 0.0;
+  for (int64_t i = 0; i < d; ++i) {
+    const double t = out[i] - mean;
+    var += t * t;
+  }
+  const float inv = static_cast<float>(1.0 / std::sqrt(var / d + p.eps));
+  const float m = static_cast<float>(mean);
+  for (int64_t i = 0; i < d; ++i) out[i] = (out[i] - m) * inv * p.ln_w[i] + p.ln_b[i];
+}
+
+// ---------------------------------------------------------------- exact helpers
+double exact_distance(const float* x, const float* c, int64_t d) {
+  double s = 0.0;
+  for (int64_t i = 0; i < d; ++i) {
+    const double t = static_cast<double>(x[i]) - c[i];
+    s += t * t;
+  }
+  return s;
+}
+
+// Portable fp32 scan of `rows` rows (lowest index wins ties).
+void argmin_portable(const float* x, int64_t rows, const CodebookView& cb, int64_t* out) {
+  const int64_t d = cb.d;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * d;
+    float best = std::numeric_limits<float>::infinity();
+    int64_t best_k = 0;
+    for (int64_t k = 0; k < cb.k; ++k) {
+      const float* c = cb.codes + k * d;
+      float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t i = 0;
+      for (; i + 8 <= d; i += 8)
+        for (int j = 0; j < 8; ++j) s[j] += xr[i + j] * c[i + j];
+      float dot = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+      for (; i < d; ++i) dot += xr[i] * c[i];
+      const float dist = cb.sq_norms[k] - 2.0f * dot;
+      if (dist < best) {
+        best = dist;
+        best_k = k;
+      }
+    }
+    out[r] = best_k;
+  }
+}
+
+#ifdef UNIAUDIO_X86
+// ---------------------------------------------------------------- AVX-512 BF16 screen
+struct RowState {
+  float upper = std::numeric_limits<float>::infinity();
+  std::vector<std::pair<float, int64_t>> cand;  // (lower bound, code)
+  bool overflow = false;
+};
+
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+void to_bf16_rows(const float* x, int64_t rows, int64_t d, int64_t d_pad, uint16_t* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = x + r * d;
+    uint16_t* dst = out + r * d_pad;
+    for (int64_t i = 0; i < d_pad; i += 32) {
+      const int64_t left = d - i;
+      const __mmask16 lo_m = left >= 16 ? 0xFFFF : (left > 0 ? static_cast<__mmask16>((1u << left) - 1) : 0);
+      const __mmask16 hi_m = left >= 32 ? 0xFFFF : (left > 16 ? static_cast<__mmask16>((1u << (left - 16)) - 1) : 0);
+      const __m512 lo = _mm512_maskz_loadu_ps(lo_m, src + i);
+      const __m512 hi = _mm512_maskz_loadu_ps(hi_m, src + i + 16);
+      const __m512bh v = _mm512_cvtne2ps_pbh(hi, lo);
+      _mm512_storeu_si512(reinterpret_cast<void*>(dst + i), reinterpret_cast<__m512i>(v));
+    }
+  }
+}
+
+// 4 rows x 4 codes of bf16 dot products (rows/codes given by pointers, d_pad elements each).
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+inline void dot4x4(const uint16_t* const* xr, const uint16_t* const* cr, int64_t d_pad, float out[4][4]) {
+  __m512 acc[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t t = 0; t < d_pad; t += 32) {
+    __m512bh a[4], b[4];
+    for (int i = 0; i < 4; ++i) a[i] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(xr[i] + t));
+    for (int j = 0; j < 4; ++j) b[j] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(cr[j] + t));
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], a[i], b[j]);
+  }
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+void argmin_bf16_screen(const float* x, int64_t rows, const CodebookView& cb, int64_t* out) {
+  const int64_t d = cb.d, dp = cb.d_pad, K = cb.k;
+  std::vector<uint16_t> xb(static_cast<size_t>(rows * dp));
+  to_bf16_rows(x, rows, d, dp, xb.data());
+  const float alpha = 2.0f * (std::ldexp(1.0f, -7) + std::ldexp(1.0f, -16) + static_cast<float>(d) * std::ldexp(1.0f, -24));
+  const float beta = static_cast<float>(d + 8) * std::ldexp(1.0f, -24);
+  // slack on the bound for the fp32 arithmetic of the bound itself
+  const float slack = 1.0f + 1e-5f;
+  std::vector<float> xnorm(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    double s = 0.0;
+    for (int64_t i = 0; i < d; ++i) s += static_cast<double>(x[r * d + i]) * x[r * d + i];
+    xnorm[r] = static_cast<float>(std::sqrt(s)) * slack;
+  }
+  std::vector<RowState> st(rows);
+  for (auto& s : st) s.cand.reserve(kMaxCandidates);
+  float dots[4][4];
+  for (int64_t k0 = 0; k0 < K; k0 += kTileCodes) {
+    const int64_t k1 = std::min(K, k0 + kTileCodes);
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+      const uint16_t* xr[4];
+      for (int i = 0; i < 4; ++i) xr[i] = xb.data() + std::min(r0 + i, rows - 1) * dp;
+      for (int64_t k = k0; k < k1; k += 4) {
+        const uint16_t* cr[4];
+        for (int j = 0; j < 4; ++j) cr[j] = cb.codes_bf16 + std::min(k + j, K - 1) * dp;
+        dot4x4(xr, cr, dp, dots);
+        for (int i = 0; i < 4 && r0 + i < rows; ++i) {
+          RowState& s = st[r0 + i];
+          for (int j = 0; j < 4 && k + j < k1; ++j) {
+            const int64_t code = k + j;
+            const float approx = cb.sq_norms[code] - 2.0f * dots[i][j];
+            // dot-product error, plus fp32 rounding of ||c||^2 and of the subtraction
+            const float cn = cb.norms[code];
+            const float m = (alpha * xnorm[r0 + i] * cn + beta * (cn * cn + 2.0f * xnorm[r0 + i] * cn)) * slack;
+            const float lower = approx - m, upper = approx + m;
+            if (upper < s.upper) s.upper = upper;
+            if (lower <= s.upper && !s.overflow) {
+              if (s.cand.size() == kMaxCandidates) {  // prune by the current upper bound
+                const float u = s.upper;
+                s.cand.erase(std::remove_if(s.cand.begin(), s.cand.end(),
+                                            [u](const std::pair<float, int64_t>& c) { return c.first > u; }),
+                             s.cand.end());
+                if (s.cand.size() == kMaxCandidates) s.overflow = true;
+              }
+              if (!s.overflow) s.cand.emplace_back(lower, code);
+            }
+          }
+        }
+      }
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    RowState& s = st[r];
+    if (s.overflow) {
+      g_fallback_rows.fetch_add(1);
+      argmin_portable(x + r * d, 1, cb, out + r);
+      continue;
+    }
+    double best = std::numeric_limits<double>::infinity();
+    int64_t best_k = 0;
+    for (const auto& c : s.cand) {  // candidates are in increasing code order
+      if (c.first > s.upper) continue;
+      const double dist = exact_distance(x + r * d, cb.codes + c.second * d, d);
+      if (dist < best) {
+        best = dist;
+        best_k = c.second;
+      }
+    }
+    out[r] = best_k;
+  }
+}
+#endif
+
+void argmin_rows(const float* x, int64_t rows, const CodebookView& cb, int64_t* out) {
+#ifdef UNIAUDIO_X86
+  if (use_bf16_screen(cb)) {
+    argmin_bf16_screen(x, rows, cb, out);
+    return;
+  }
+#endif
+  argmin_portable(x, rows, cb, out);
+}
+
+}  // namespace
+
+const char* vq_cpu_path() { return (cpu_has_avx512bf16() && !g_force_portable.load()) ? "avx512bf16-screen" : "portable"; }
+void set_vq_cpu_force_portable(bool force) { g_force_portable.store(force); }
+int64_t vq_cpu_fallback_rows() { return g_fallback_rows.load(); }
+
+void vq_argmin_cpu(const float* x, int64_t n, const CodebookView& cb, int64_t* tokens) {
+  const int64_t chunks = (n + kChunkRows - 1) / kChunkRows;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t r0 = c * kChunkRows, rows = std::min(kChunkRows, n - r0);
+    argmin_rows(x + r0 * cb.d, rows, cb, tokens + r0);
+  }
+}
+
+void gate_ln_vq_cpu(const GateLNParams& p, const CodebookView& cb, int64_t* tokens, float* y) {
+  const int64_t chunks = (p.n + kChunkRows - 1) / kChunkRows;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t r0 = c * kChunkRows, rows = std::min(kChunkRows, p.n - r0);
+    std::vector<float> buf;
+    float* yc = y ? y + r0 * p.d : nullptr;
+    if (!yc) {
+      buf.resize(static_cast<size_t>(rows * p.d));
+      yc = buf.data();
+    }
+    for (int64_t r = 0; r < rows; ++r) gate_ln_row(p, r0 + r, yc + r * p.d);
+    argmin_rows(yc, rows, cb, tokens + r0);
+  }
+}
+
+}  // namespace uniaudio

@@ -1,0 +1,152 @@
+"""Native ops and their plain PyTorch twins.
+
+Every op ``foo`` sits next to ``foo_ref`` (the definition) and is tested against it:
+
+* ``vq_argmin(x, codebook)``: nearest code per row (L2; lowest index wins ties).
+* ``gate_ln_vq(x_deep, gate_logits, adapter_out, ln, codebook)``: the SAE epilogue after the gate's
+  and the adapter's GEMMs, ``y = LayerNorm(x_deep + sigmoid(gate_logits) * adapter_out)``, fused
+  with the nearest-code search.
+* ``fused_gate_vq(x_deep, x_shallow, encoder)``: the whole quantizer hot path of a WhisperVQEncoder
+  (gate MLP and adapter GEMMs in BLAS, then ``gate_ln_vq``).
+
+``backend``: ``"auto"`` picks the C++ kernel for CPU tensors when the extension is built, the
+PyTorch reference otherwise; ``"cpp"`` / ``"ref"`` force one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .models.quantizer import vector_quantize_ref
+
+try:
+    from . import _C  # type: ignore[attr-defined]
+except ImportError:  # built without native ops (UNIAUDIO_RT_NO_EXT=1, or no compiler)
+    _C = None
+
+BACKENDS = ("auto", "cpp", "ref")
+
+
+def available_backends() -> list[str]:
+    return ["ref"] + (["cpp"] if _C is not None else [])
+
+
+def _pick(backend: str, x: Tensor) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "cpp" and _C is None:
+        raise ValueError("backend='cpp' needs the native extension (pip install --no-build-isolation -e .)")
+    if backend == "auto":
+        return "cpp" if _C is not None and x.device.type == "cpu" else "ref"
+    return backend
+
+
+@dataclass
+class Codebook:
+    """A codebook with what the kernels precompute once: squared norms, norms, bf16 copy."""
+
+    codes: Tensor              # (K, D) float32 contiguous
+    sq_norms: Tensor           # (K,)
+    norms: Tensor              # (K,)
+    codes_bf16: Tensor         # (K, D padded to 32) int16 bits, or empty
+
+    @classmethod
+    def from_tensor(cls, codebook: Tensor) -> "Codebook":
+        if codebook.dim() != 2 or codebook.shape[0] == 0:
+            raise ValueError(f"codebook must be (K > 0, D), got {tuple(codebook.shape)}")
+        c = codebook.detach().float().contiguous()
+        sq = (c.double() ** 2).sum(1)
+        packed = _C.pack_bf16(c.cpu()) if _C is not None and c.device.type == "cpu" else torch.empty(0, dtype=torch.int16)
+        return cls(c, sq.float(), sq.sqrt().float(), packed)
+
+
+def _as_codebook(codebook) -> Codebook:
+    return codebook if isinstance(codebook, Codebook) else Codebook.from_tensor(codebook)
+
+
+def _rows(x: Tensor, d: int, name: str) -> Tensor:
+    if x.shape[-1] != d:
+        raise ValueError(f"{name} has feature size {x.shape[-1]}, codebook dim is {d}")
+    return x.detach().reshape(-1, d).float().contiguous()
+
+
+# ---------------------------------------------------------------- vq_argmin
+def vq_argmin_ref(x: Tensor, codebook: Tensor) -> Tensor:
+    """(..., D) -> (...) int64: the public WhisperVQ formula (addmm, then argmin)."""
+    cb = codebook.codes if isinstance(codebook, Codebook) else codebook
+    return vector_quantize_ref(x.float(), cb.float())[1]
+
+
+def vq_argmin(x: Tensor, codebook, backend: str = "auto") -> Tensor:
+    cb = _as_codebook(codebook)
+    if _pick(backend, x) == "ref":
+        return vq_argmin_ref(x, cb.codes)
+    flat = _rows(x, cb.codes.shape[1], "x")
+    return _C.vq_argmin(flat, cb.codes, cb.sq_norms, cb.norms, cb.codes_bf16).view(x.shape[:-1])
+
+
+# ---------------------------------------------------------------- gate_ln_vq
+@dataclass
+class LayerNormParams:
+    weight: Tensor
+    bias: Tensor
+    eps: float
+
+
+def gate_ln_ref(x_deep: Tensor, gate_logits: Optional[Tensor], adapter_out: Tensor, ln: LayerNormParams) -> Tensor:
+    a = adapter_out if gate_logits is None else torch.sigmoid(gate_logits) * adapter_out
+    return F.layer_norm(x_deep + a, (x_deep.shape[-1],), ln.weight, ln.bias, ln.eps)
+
+
+def gate_ln_vq_ref(x_deep, gate_logits, adapter_out, ln: LayerNormParams, codebook, return_y=False):
+    y = gate_ln_ref(x_deep.float(), None if gate_logits is None else gate_logits.float(), adapter_out.float(), ln)
+    tokens = vq_argmin_ref(y, codebook)
+    return (tokens, y) if return_y else tokens
+
+
+def gate_ln_vq(x_deep: Tensor, gate_logits: Optional[Tensor], adapter_out: Tensor, ln: LayerNormParams,
+               codebook, return_y: bool = False, backend: str = "auto"):
+    cb = _as_codebook(codebook)
+    if _pick(backend, x_deep) == "ref":
+        return gate_ln_vq_ref(x_deep, gate_logits, adapter_out, ln, cb.codes, return_y)
+    d = cb.codes.shape[1]
+    shape = x_deep.shape[:-1]
+    deep = _rows(x_deep, d, "x_deep")
+    gl = _rows(gate_logits, d, "gate_logits") if gate_logits is not None else torch.empty(0)
+    a = _rows(adapter_out, d, "adapter_out")
+    if a.shape[0] != deep.shape[0] or (gate_logits is not None and gl.shape[0] != deep.shape[0]):
+        raise ValueError(f"row counts differ: x_deep {deep.shape[0]}, adapter_out {a.shape[0]}, "
+                         f"gate_logits {gl.shape[0] if gate_logits is not None else '-'}")
+    tokens, y = _C.gate_ln_vq(deep, gl, a, ln.weight.detach().float().contiguous(), ln.bias.detach().float().contiguous(),
+                              float(ln.eps), cb.codes, cb.sq_norms, cb.norms, cb.codes_bf16, return_y)
+    tokens = tokens.view(shape)
+    return (tokens, y.view(*shape, d)) if return_y else tokens
+
+
+# ---------------------------------------------------------------- the encoder's quantizer hot path
+def sae_inputs(encoder, x_deep: Tensor, x_shallow: Tensor) -> tuple[Optional[Tensor], Tensor, LayerNormParams]:
+    """Gate logits (before the sigmoid) and adapter output by BLAS GEMMs, and the output LayerNorm."""
+    a = encoder.residual_adapter(x_shallow) if encoder.residual_adapter is not None else x_shallow
+    gl = None
+    if encoder.residual_gate is not None:
+        g = encoder.residual_gate
+        gl = g[2](g[1](g[0](torch.cat([x_deep, x_shallow], dim=-1))))  # Linear, Tanh, Linear; no Sigmoid
+    n = encoder.residual_output_norm
+    return gl, a, LayerNormParams(n.weight, n.bias, n.eps)
+
+
+def fused_gate_vq_ref(x_deep: Tensor, x_shallow: Tensor, encoder) -> Tensor:
+    """Tokens as the training-parity encoder computes them: sae() then vector_quantize_ref."""
+    return vector_quantize_ref(encoder.sae(x_deep, x_shallow), encoder.codebook.weight)[1]
+
+
+def fused_gate_vq(x_deep: Tensor, x_shallow: Tensor, encoder, codebook: Optional[Codebook] = None,
+                  backend: str = "auto") -> Tensor:
+    gl, a, ln = sae_inputs(encoder, x_deep, x_shallow)
+    return gate_ln_vq(x_deep, gl, a, ln, codebook if codebook is not None else encoder.codebook.weight,
+                      backend=backend)
