@@ -1,0 +1,124 @@
+"""Native fused SAE-gate + LayerNorm + nearest-code kernels against their PyTorch references."""
+
+import numpy as np
+import pytest
+import torch
+
+from uniaudio_rt import ops
+
+needs_cpp = pytest.mark.skipif(ops._C is None, reason="native extension not built")
+CPU_PATHS = ["screen", "portable"]
+
+
+@pytest.fixture(params=CPU_PATHS)
+def cpu_path(request):
+    if ops._C is None:
+        pytest.skip("native extension not built")
+    if request.param == "screen" and ops._C.vq_cpu_path() != "avx512bf16-screen":
+        pytest.skip("CPU without AVX-512 BF16")
+    ops._C.set_vq_cpu_force_portable(request.param == "portable")
+    yield request.param
+    ops._C.set_vq_cpu_force_portable(False)
+
+
+def near_tie_only(x, cb, got, ref, rtol=1e-5):
+    """Rows where got != ref must be genuine ties in exact (float64) arithmetic."""
+    x, cb = x.reshape(-1, x.shape[-1]).double(), cb.double()
+    bad = (got.reshape(-1) != ref.reshape(-1)).nonzero()[:, 0]
+    for r in bad.tolist():
+        d = ((x[r] - cb) ** 2).sum(1)
+        a, b = d[got.reshape(-1)[r]], d[ref.reshape(-1)[r]]
+        assert abs(a - b) <= rtol * max(abs(a), 1.0), (r, a.item(), b.item())
+    return len(bad)
+
+
+@needs_cpp
+@pytest.mark.parametrize("t", [1, 7, 130])
+@pytest.mark.parametrize("d", [64, 80, 384])
+@pytest.mark.parametrize("k", [1, 100, 1031])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_vq_argmin_matches_ref(cpu_path, t, d, k, dtype):
+    g = torch.Generator().manual_seed(t * 1000 + d + k)
+    x = torch.nn.functional.layer_norm(torch.randn(2, t, d, generator=g), (d,)).to(dtype)
+    cb = torch.randn(k, d, generator=g)
+    got = ops.vq_argmin(x, cb, backend="cpp")
+    ref = ops.vq_argmin_ref(x, cb)
+    assert got.shape == ref.shape == (2, t) and got.dtype == torch.int64
+    assert near_tie_only(x.float(), cb, got, ref) == 0
+
+
+@needs_cpp
+def test_ties_lowest_index_wins(cpu_path):
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(50, 96, generator=g)
+    cb = torch.cat([base, base, base[:10]])          # every code appears 2-3 times
+    x = base[torch.randint(0, 50, (300,), generator=g)] + 0.01 * torch.randn(300, 96, generator=g)
+    x[:50] = base                                    # exact hits of duplicated codes
+    got = ops.vq_argmin(x, cb, backend="cpp")
+    assert torch.equal(got, ops.vq_argmin_ref(x, cb))
+    assert int(got.max()) < 50
+
+
+@needs_cpp
+@pytest.mark.parametrize("with_gate", [True, False])
+@pytest.mark.parametrize("t,d,k", [(1, 64, 7), (129, 80, 513), (300, 384, 1024)])
+def test_gate_ln_vq_matches_ref(cpu_path, with_gate, t, d, k):
+    g = torch.Generator().manual_seed(t + d + k)
+    deep, a = torch.randn(t, d, generator=g), torch.randn(t, d, generator=g) * 0.5
+    gl = torch.randn(t, d, generator=g) * 2 if with_gate else None
+    ln = ops.LayerNormParams(1 + 0.1 * torch.randn(d, generator=g), 0.1 * torch.randn(d, generator=g), 1e-5)
+    cb = torch.randn(k, d, generator=g)
+    tok, y = ops.gate_ln_vq(deep, gl, a, ln, cb, return_y=True, backend="cpp")
+    rtok, ry = ops.gate_ln_vq_ref(deep, gl, a, ln, cb, return_y=True)
+    assert (y - ry).abs().max() <= 1e-4
+    assert near_tie_only(ry, cb, tok, rtok) == 0
+    assert torch.equal(ops.gate_ln_vq(deep, gl, a, ln, cb, backend="cpp"), tok)
+
+
+@needs_cpp
+def test_encoder_hot_path_on_real_speech(speech_files):
+    """Default model, real speech: fused path == training-parity sae() + vector_quantize_ref."""
+    from uniaudio_rt.audio import to_mono_16k
+    from uniaudio_rt.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_pretrained()
+    m = tok.model
+    cb = ops.Codebook.from_tensor(m.codebook.weight)
+    captured = {}
+    for p in speech_files:
+        mel, n_real = tok.features(to_mono_16k(p))
+        with torch.no_grad():
+            x = m.embed(mel[None])
+            for layer in m.layers[:1]:
+                x = layer(x)
+            shallow = x
+            for layer in m.layers[1:]:
+                x = layer(x)
+            x, shallow = m.pool(x), m.pool(shallow)
+            ref = ops.fused_gate_vq_ref(x, shallow, m)
+            for path in ("screen", "portable"):
+                ops._C.set_vq_cpu_force_portable(path == "portable")
+                got = ops.fused_gate_vq(x, shallow, m, cb, backend="cpp")
+                captured[(p, path)] = near_tie_only(m.sae(x, shallow), m.codebook.weight, got, ref)
+            ops._C.set_vq_cpu_force_portable(False)
+    assert all(v == 0 for v in captured.values()), captured
+
+
+def test_dispatcher_and_errors():
+    x, cb = torch.randn(5, 16), torch.randn(9, 16)
+    assert "ref" in ops.available_backends()
+    assert torch.equal(ops.vq_argmin(x, cb, backend="ref"), ops.vq_argmin_ref(x, cb))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ops.vq_argmin(x, cb, backend="cuda")
+    if ops._C is not None:
+        with pytest.raises(ValueError, match="feature size 16, codebook dim is 8"):
+            ops.vq_argmin(x, torch.randn(9, 8), backend="cpp")
+    else:
+        with pytest.raises(ValueError, match="needs the native extension"):
+            ops.vq_argmin(x, cb, backend="cpp")
+    with pytest.raises(ValueError, match="codebook must be"):
+        ops.Codebook.from_tensor(torch.zeros(0, 16))
+    if ops._C is not None:
+        with pytest.raises(ValueError, match="row counts differ"):
+            ops.gate_ln_vq(x, None, torch.randn(4, 16), ops.LayerNormParams(torch.ones(16), torch.zeros(16), 1e-5), cb,
+                           backend="cpp")
