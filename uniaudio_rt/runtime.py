@@ -19,6 +19,7 @@ def prepare_for_inference(model: WhisperVQEncoder, precision: str = "fp32") -> W
 
     * drop every module the tokens cannot depend on (layers after the quantizer, a dead SAE branch);
     * fuse the q/k/v projections of each layer into one GEMM;
+    * use the native fused SAE-gate + LayerNorm + nearest-code kernel (uniaudio_rt.ops) on the CPU;
     * ``bf16``: transformer layers compute in bfloat16 (AVX-512 BF16 / AMX where the CPU has them);
       the conv front end, residual stream between layers, SAE and codebook search stay fp32;
     * ``int8``: dynamic int8 quantization of the layers' linear projections (VNNI), activations
@@ -28,6 +29,10 @@ def prepare_for_inference(model: WhisperVQEncoder, precision: str = "fp32") -> W
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     model = prune_for_tokens(model).eval()
+    from . import ops
+
+    if ops._C is not None and model.codebook is not None and model.codebook.weight.device.type == "cpu":
+        model.fast_codebook = ops.Codebook.from_tensor(model.codebook.weight)
     for layer in model.layers:
         if layer.self_attn.qkv_proj is None:
             layer.self_attn.fuse_qkv()

@@ -187,6 +187,7 @@ class WhisperVQEncoder(nn.Module):
                 self.register_buffer("ema_count", torch.ones(cfg.quantize_vocab_size))
                 self.register_buffer("ema_weight", self.codebook.weight.detach().clone().float())
             self.quantize_ema_count = 0
+        self.fast_codebook = None  # ops.Codebook set by runtime.prepare_for_inference
         self.reset_parameters()
 
     # ------------------------------------------------------------------ init
@@ -260,7 +261,8 @@ class WhisperVQEncoder(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, mel: Tensor, mel_mask: Optional[Tensor] = None,
-                stop_at_quantizer: bool = False, position_offset: int | Tensor = 0) -> EncoderOutput:
+                stop_at_quantizer: bool = False, position_offset: int | Tensor = 0,
+                tokens_only: bool = False) -> EncoderOutput:
         """Run the encoder.
 
         mel: (B, n_mels, T_mel) normalised log-mel; mel_mask: (B, T_mel), 1 for real frames.
@@ -300,6 +302,12 @@ class WhisperVQEncoder(nn.Module):
                 if pos == cfg.encoder_residual_source_position:
                     shallow = x
                 elif pos == cfg.encoder_residual_target_position:
+                    if tokens_only and self.fast_codebook is not None and pos == cfg.quantize_position:
+                        from ..ops import fused_gate_vq  # native fused gate + LayerNorm + search
+
+                        out.token_ids = fused_gate_vq(x, shallow, self, self.fast_codebook)
+                        out.token_mask = frame_mask.clone()
+                        break
                     x = self.sae(x, shallow)
             if self.codebook is not None and pos == cfg.quantize_position:
                 x = self._quantize(x, frame_mask, out)
@@ -316,13 +324,20 @@ class WhisperVQEncoder(nn.Module):
         """Tokens (B, T_q) int64 and their mask (B, T_q) bool; runs only what the tokens need."""
         if self.codebook is None:
             raise ValueError("this model has no quantizer (quantize_vocab_size is None)")
-        out = self.forward(mel, mel_mask, stop_at_quantizer=True, position_offset=position_offset)
+        out = self.forward(mel, mel_mask, stop_at_quantizer=True, position_offset=position_offset,
+                           tokens_only=not _tracing())
         return out.token_ids, out.token_mask
 
     # ------------------------------------------------------------------ quantizer
     def _quantize(self, x: Tensor, frame_mask: Tensor, out: EncoderOutput) -> Tensor:
         cfg = self.config
-        codes, idx = vector_quantize_ref(x, self.codebook.weight)
+        if self.fast_codebook is not None and not self.training and not _tracing():
+            from ..ops import vq_argmin  # native nearest-code search, same indices
+
+            idx = vq_argmin(x, self.fast_codebook)
+            codes = self.codebook.weight[idx].to(x.dtype)
+        else:
+            codes, idx = vector_quantize_ref(x, self.codebook.weight)
         out.token_ids, out.token_mask, out.pre_quant_states = idx, frame_mask.clone(), x
         if self.training:
             x = self._train_quantizer(x, codes, idx, frame_mask, out)
