@@ -5,11 +5,17 @@
 #include <string>
 
 #include "fused_gate_vq/fused_gate_vq.h"
+#ifdef UNIAUDIO_RT_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include "fused_gate_vq/fused_gate_vq_cuda.h"
+#endif
 
 namespace {
 
-void check_matrix(const torch::Tensor& t, const char* name, int64_t cols = -1) {
-  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor, got ", t.device());
+void check_matrix(const torch::Tensor& t, const char* name, int64_t cols = -1, bool cuda = false) {
+  TORCH_CHECK(cuda ? t.is_cuda() : t.device().is_cpu(), name, " must be a ", cuda ? "CUDA" : "CPU",
+              " tensor, got ", t.device());
   TORCH_CHECK(t.scalar_type() == torch::kFloat32, name, " must be float32, got ", t.scalar_type());
   TORCH_CHECK(t.dim() == 2, name, " must be 2-D (rows, dim), got shape ", t.sizes());
   TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
@@ -89,6 +95,22 @@ std::tuple<torch::Tensor, torch::Tensor> gate_ln_vq(const torch::Tensor& deep, c
   return {tokens, return_y ? y : torch::empty({0})};
 }
 
+#ifdef UNIAUDIO_RT_WITH_CUDA
+// CUDA: same contract as vq_argmin / gate_ln_vq, on CUDA tensors (no bf16 screen).
+torch::Tensor vq_argmin_gpu(const torch::Tensor& x, const torch::Tensor& codes, const torch::Tensor& sq) {
+  check_matrix(codes, "codebook", -1, true);
+  check_matrix(x, "x", codes.size(1), true);
+  TORCH_CHECK(sq.is_cuda() && sq.numel() == codes.size(0), "sq_norms must be a CUDA tensor of size K");
+  uniaudio::CodebookView cb{codes.data_ptr<float>(), sq.data_ptr<float>(), nullptr, nullptr, codes.size(0),
+                            codes.size(1), 0};
+  auto tokens = torch::empty({x.size(0)}, x.options().dtype(torch::kInt64));
+  auto err = uniaudio::vq_argmin_cuda(x.data_ptr<float>(), x.size(0), cb, tokens.data_ptr<int64_t>(),
+                                      c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "vq_argmin_cuda: ", cudaGetErrorString(err));
+  return tokens;
+}
+#endif
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -99,4 +121,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("vq_cpu_path", &uniaudio::vq_cpu_path);
   m.def("set_vq_cpu_force_portable", &uniaudio::set_vq_cpu_force_portable);
   m.def("vq_cpu_fallback_rows", &uniaudio::vq_cpu_fallback_rows);
+#ifdef UNIAUDIO_RT_WITH_CUDA
+  m.def("vq_argmin_gpu", &vq_argmin_gpu, "nearest code per row (CUDA)");
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
 }
