@@ -45,7 +45,7 @@ setup(
     name="uniaudio-rt",
     version="0.1.0",
     description="Runtime and training-parity toolkit for the UniAudio-Token audio tokenizer",
-    packages=find_packages(include=["uniaudio_rt", "uniaudio_rt.*"]),
+    packages=find_packages(include=["uniaudio_rt", "uniaudio_rt.*", "kernels"]),
     package_data={"uniaudio_rt": ["assets/**/*"]},
     include_package_data=True,
     python_requires=">=3.9",

@@ -1,8 +1,12 @@
 import os
 import sys
 
-import pytest
-import torch
+# Triton kernels run on the CPU only through the interpreter, which must be selected before the
+# first `import triton` anywhere in the session (torch's exporters may import it too).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from real_audio import asterisk_dir  # noqa: E402

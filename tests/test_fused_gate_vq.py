@@ -109,12 +109,15 @@ def test_dispatcher_and_errors():
     assert "ref" in ops.available_backends()
     assert torch.equal(ops.vq_argmin(x, cb, backend="ref"), ops.vq_argmin_ref(x, cb))
     with pytest.raises(ValueError, match="backend must be one of"):
-        ops.vq_argmin(x, cb, backend="cuda")
+        ops.vq_argmin(x, cb, backend="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="backend='cuda' is not available here"):
+            ops.vq_argmin(x, cb, backend="cuda")
     if ops._C is not None:
         with pytest.raises(ValueError, match="feature size 16, codebook dim is 8"):
             ops.vq_argmin(x, torch.randn(9, 8), backend="cpp")
     else:
-        with pytest.raises(ValueError, match="needs the native extension"):
+        with pytest.raises(ValueError, match="'cpp' needs the native extension"):
             ops.vq_argmin(x, cb, backend="cpp")
     with pytest.raises(ValueError, match="codebook must be"):
         ops.Codebook.from_tensor(torch.zeros(0, 16))

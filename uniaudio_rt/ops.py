@@ -9,8 +9,10 @@ Every op ``foo`` sits next to ``foo_ref`` (the definition) and is tested against
 * ``fused_gate_vq(x_deep, x_shallow, encoder)``: the whole quantizer hot path of a WhisperVQEncoder
   (gate MLP and adapter GEMMs in BLAS, then ``gate_ln_vq``).
 
-``backend``: ``"auto"`` picks the C++ kernel for CPU tensors when the extension is built, the
-PyTorch reference otherwise; ``"cpp"`` / ``"ref"`` force one.
+``backend``: ``"auto"`` picks the C++ kernel for CPU tensors when the extension is built, the CUDA
+kernel (extension built with CUDA) or else Triton for CUDA tensors, the PyTorch reference otherwise;
+``"cpp"`` / ``"cuda"`` / ``"triton"`` / ``"ref"`` force one. Triton runs on the CPU only under
+``TRITON_INTERPRET=1`` (tests).
 """
 
 from __future__ import annotations
@@ -29,20 +31,41 @@ try:
 except ImportError:  # built without native ops (UNIAUDIO_RT_NO_EXT=1, or no compiler)
     _C = None
 
-BACKENDS = ("auto", "cpp", "ref")
+BACKENDS = ("auto", "cpp", "cuda", "triton", "ref")
+
+
+def _triton_usable() -> bool:
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("triton") is None:
+        return False
+    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def available_backends() -> list[str]:
-    return ["ref"] + (["cpp"] if _C is not None else [])
+    out = ["ref"]
+    if _C is not None:
+        out.append("cpp")
+        if getattr(_C, "with_cuda", False) and torch.cuda.is_available():
+            out.append("cuda")
+    if _triton_usable():
+        out.append("triton")
+    return out
 
 
 def _pick(backend: str, x: Tensor) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "cpp" and _C is None:
-        raise ValueError("backend='cpp' needs the native extension (pip install --no-build-isolation -e .)")
     if backend == "auto":
-        return "cpp" if _C is not None and x.device.type == "cpu" else "ref"
+        if x.device.type == "cpu":
+            return "cpp" if _C is not None else "ref"
+        if x.is_cuda and "cuda" in available_backends():
+            return "cuda"
+        return "triton" if "triton" in available_backends() else "ref"
+    if backend not in available_backends():
+        raise ValueError(f"backend={backend!r} is not available here (available: {available_backends()}); "
+                         f"'cpp' needs the native extension (pip install --no-build-isolation -e .)")
     return backend
 
 
@@ -84,9 +107,16 @@ def vq_argmin_ref(x: Tensor, codebook: Tensor) -> Tensor:
 
 def vq_argmin(x: Tensor, codebook, backend: str = "auto") -> Tensor:
     cb = _as_codebook(codebook)
-    if _pick(backend, x) == "ref":
+    which = _pick(backend, x)
+    if which == "ref":
         return vq_argmin_ref(x, cb.codes)
     flat = _rows(x, cb.codes.shape[1], "x")
+    if which == "triton":
+        from kernels.vq_argmin import vq_argmin_triton
+
+        return vq_argmin_triton(flat, cb.codes.to(flat.device), cb.sq_norms.to(flat.device)).view(x.shape[:-1])
+    if which == "cuda":
+        return _C.vq_argmin_gpu(flat, cb.codes.to(flat.device), cb.sq_norms.to(flat.device)).view(x.shape[:-1])
     return _C.vq_argmin(flat, cb.codes, cb.sq_norms, cb.norms, cb.codes_bf16).view(x.shape[:-1])
 
 
@@ -112,9 +142,18 @@ def gate_ln_vq_ref(x_deep, gate_logits, adapter_out, ln: LayerNormParams, codebo
 def gate_ln_vq(x_deep: Tensor, gate_logits: Optional[Tensor], adapter_out: Tensor, ln: LayerNormParams,
                codebook, return_y: bool = False, backend: str = "auto"):
     cb = _as_codebook(codebook)
-    if _pick(backend, x_deep) == "ref":
+    which = _pick(backend, x_deep)
+    if which == "ref":
         return gate_ln_vq_ref(x_deep, gate_logits, adapter_out, ln, cb.codes, return_y)
     d = cb.codes.shape[1]
+    if which in ("triton", "cuda"):  # epilogue + LayerNorm kernel, then the blocked search
+        from kernels.gate_ln import gate_ln_triton
+
+        gl = None if gate_logits is None else _rows(gate_logits, d, "gate_logits")
+        y = gate_ln_triton(_rows(x_deep, d, "x_deep"), gl, _rows(adapter_out, d, "adapter_out"), ln.weight,
+                           ln.bias, float(ln.eps))
+        tokens = vq_argmin(y, cb, backend=which).view(x_deep.shape[:-1])
+        return (tokens, y.view(*x_deep.shape)) if return_y else tokens
     shape = x_deep.shape[:-1]
     deep = _rows(x_deep, d, "x_deep")
     gl = _rows(gate_logits, d, "gate_logits") if gate_logits is not None else torch.empty(0)

@@ -1,0 +1,1 @@
+"""Triton kernels (GPU; on CPU only under TRITON_INTERPRET=1, set before importing triton)."""

@@ -1,0 +1,51 @@
+"""Triton kernels against the PyTorch references, on the CPU through the Triton interpreter."""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first `import triton`
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+triton = pytest.importorskip("triton", reason="pip install triton (CI does)")
+if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+    pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set", allow_module_level=True)
+
+from kernels.gate_ln import gate_ln_triton  # noqa: E402
+from kernels.vq_argmin import vq_argmin_triton  # noqa: E402
+from test_fused_gate_vq import near_tie_only  # noqa: E402
+from uniaudio_rt import ops  # noqa: E402
+
+
+@pytest.mark.parametrize("t,d,k", [(1, 16, 1), (7, 80, 100), (33, 64, 70), (20, 40, 33)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_vq_argmin_triton(t, d, k, dtype):
+    g = torch.Generator().manual_seed(t + d + k)
+    x = torch.nn.functional.layer_norm(torch.randn(t, d, generator=g), (d,)).to(dtype)
+    cb = torch.randn(k, d, generator=g)
+    got = vq_argmin_triton(x, cb)
+    ref = ops.vq_argmin_ref(x, cb)
+    assert near_tie_only(x.float(), cb, got, ref) == 0
+
+
+def test_vq_argmin_triton_ties():
+    base = torch.randn(20, 32, generator=torch.Generator().manual_seed(1))
+    cb = torch.cat([base, base])          # duplicates straddle the 32-code blocks
+    x = base[[3, 19, 0, 7]]
+    assert vq_argmin_triton(x, cb).tolist() == [3, 19, 0, 7]
+
+
+@pytest.mark.parametrize("with_gate", [True, False])
+@pytest.mark.parametrize("t,d,k", [(5, 48, 40), (17, 80, 65)])
+def test_gate_ln_vq_triton(with_gate, t, d, k):
+    g = torch.Generator().manual_seed(t * d)
+    deep, a = torch.randn(t, d, generator=g), torch.randn(t, d, generator=g)
+    gl = torch.randn(t, d, generator=g) if with_gate else None
+    ln = ops.LayerNormParams(1 + 0.1 * torch.randn(d, generator=g), 0.1 * torch.randn(d, generator=g), 1e-5)
+    cb = torch.randn(k, d, generator=g)
+    y = gate_ln_triton(deep, gl, a, ln.weight, ln.bias, ln.eps)
+    assert (y - ops.gate_ln_ref(deep, gl, a, ln)).abs().max() <= 1e-4
+    tok = ops.gate_ln_vq(deep, gl, a, ln, cb, backend="triton")
+    rtok, ry = ops.gate_ln_vq_ref(deep, gl, a, ln, cb, return_y=True)
+    assert near_tie_only(ry, cb, tok, rtok) == 0
+    assert "triton" in ops.available_backends()
