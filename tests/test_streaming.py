@@ -133,3 +133,20 @@ def test_streaming_batch_window_mode_equals_single_sessions(tiny_model_dir, spee
     for s in starts:
         got[s] += b.close(s)
         assert got[s] == singles[s], s
+
+
+def test_streaming_batch_exact_mode_batches_blocks(speech):
+    """Four exact-mode sessions at different offsets (caches of different lengths), batch size 3."""
+    tok = Tokenizer(make_model(seed=3, **STREAMING), batch_size=3)
+    starts = {"a": 0, "b": 3000, "c": 11000, "d": 20000}
+    b = StreamingBatch(tok)
+    got = {s: [] for s in starts}
+    for s in starts:
+        b.open(s)
+    for i in range(0, speech.numel(), 1700):
+        r = b.push({s: speech[o:][i: i + 1700] for s, o in starts.items() if i < speech.numel() - o})
+        for s, v in r.items():
+            got[s] += v
+    for s, o in starts.items():
+        got[s] += b.close(s)
+        assert got[s] == tok.encode(speech[o:], 16000), s

@@ -49,3 +49,21 @@ def test_gate_ln_vq_triton(with_gate, t, d, k):
     rtok, ry = ops.gate_ln_vq_ref(deep, gl, a, ln, cb, return_y=True)
     assert near_tie_only(ry, cb, tok, rtok) == 0
     assert "triton" in ops.available_backends()
+
+
+def test_triton_on_real_speech_states(speech_files):
+    """Shipped model's SAE output on real speech: Triton search == reference."""
+    from uniaudio_rt.audio import to_mono_16k
+    from uniaudio_rt.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_pretrained()
+    mel, n_real = tok.features(to_mono_16k(speech_files[0]))
+    mask = torch.zeros(1, mel.shape[-1], dtype=torch.bool)
+    mask[0, :n_real] = True
+    with torch.no_grad():
+        out = tok.model(mel[None], mask, stop_at_quantizer=True)
+    y = out.pre_quant_states[0][out.token_mask[0]]
+    cb = tok.model.codebook.weight.detach()
+    got = ops.vq_argmin(y, cb, backend="triton")
+    assert near_tie_only(y, cb, got, ops.vq_argmin_ref(y, cb)) == 0
+    assert torch.equal(got, out.token_ids[0][out.token_mask[0]])

@@ -54,6 +54,23 @@ def _as_samples(samples) -> Tensor:
     return samples
 
 
+def _fill_segments(state, samples: Tensor, on_partial=None) -> list[int]:
+    """Append samples to ``state.samples`` one 30 s segment at a time: a segment that fills up is
+    finished (``state._finish_segment()``, exactly as offline cuts it); after a piece that leaves the
+    segment open, ``on_partial()`` may release tokens."""
+    seg = state.cfg.segment_samples
+    out: list[int] = []
+    while samples.numel():
+        room = seg - state.samples.numel()
+        take, samples = samples[:room], samples[room:]
+        state.samples = torch.cat([state.samples, take])
+        if state.samples.numel() == seg:
+            out += state._finish_segment()
+        elif on_partial is not None:
+            out += on_partial()
+    return out
+
+
 class _LayerCache:
     __slots__ = ("k", "v")
 
@@ -129,75 +146,12 @@ class ExactStreamState:
         self.conv_done += n_out
         return y.t() * m.embed_scale + pos
 
-    # ------------------------------------------------------------------ transformer step
-    def _layer(self, i: int, x: Tensor, key_real: Tensor) -> Tensor:
-        """Layer ``i`` on one unit (T, D) with the cache of earlier units of this segment."""
-        layer = self.model.layers[i]
-        attn = layer.self_attn
-        t, d = x.shape
-        stream_dtype = x.dtype
-        if layer.compute_dtype is not None:
-            x = x.to(layer.compute_dtype)
-        q, k, v = (z[0] for z in attn.project_qkv(layer.self_attn_layer_norm(x)[None]))
-        c = self.caches[i]
-        past = 0 if c.k is None else c.k.shape[1]
-        c.k = k if c.k is None else torch.cat([c.k, k], dim=1)
-        c.v = v if c.v is None else torch.cat([c.v, v], dim=1)
-        mask = None
-        causal_within = self.cfg.quantize_causal_block_size is None  # fully causal attention
-        if causal_within or not bool(key_real.all()):
-            allowed = torch.ones(t, past + t, dtype=torch.bool)
-            if causal_within:
-                allowed[:, past:] = torch.tril(torch.ones(t, t, dtype=torch.bool))
-            allowed[:, past:] &= key_real[None, :]
-            mask = allowed[None]
-        o = F.scaled_dot_product_attention(q[None], c.k[None], c.v[None], attn_mask=mask)[0]
-        x = x + attn.out_proj(o.transpose(0, 1).reshape(t, d))
-        x = x + layer.fc2(layer.activation(layer.fc1(layer.final_layer_norm(x))))
-        return x.to(stream_dtype)
-
-    def _run_unit(self, x: Tensor, conv_real: Tensor) -> list[int]:
-        cfg, m = self.cfg, self.model
-        real = conv_real
-        shallow = None
-
-        def pool(z: Tensor) -> Tensor:
-            return m.pool(z[None])[0]
-
-        for pos in range(0, cfg.layers_needed_for_tokens + 1):
-            if pos > 0:
-                x = self._layer(pos - 1, x, real)
-            if cfg.pooling_kernel_size is not None and pos == cfg.pooling_position:
-                x = pool(x)
-                shallow = pool(shallow) if shallow is not None else None
-                real = real[:: cfg.pooling_kernel_size]
-            if cfg.has_residual:
-                if pos == cfg.encoder_residual_source_position:
-                    shallow = x
-                elif pos == cfg.encoder_residual_target_position:
-                    x = m.sae(x[None], shallow[None])[0]
-            if pos == cfg.quantize_position:
-                _, idx = vector_quantize_ref(x, m.codebook.weight)
-                return idx[real].tolist()
-        raise AssertionError("quantize_position beyond the layers run")
-
     # ------------------------------------------------------------------ public
     def push(self, samples: Tensor) -> list[int]:
-        seg = self.cfg.segment_samples
-        out: list[int] = []
-        while samples.numel():
-            room = seg - self.samples.numel()
-            take, samples = samples[:room], samples[room:]
-            self.samples = torch.cat([self.samples, take])
-            if self.samples.numel() == seg:
-                out += self._finish_segment()
-            else:
-                out += self._advance(final=False)
-        return out
+        return _fill_segments(self, samples, lambda: self._advance(final=False))
 
     def flush(self) -> list[int]:
-        out = self._finish_segment() if self.samples.numel() else []
-        return out
+        return self._finish_segment() if self.samples.numel() else []
 
     @property
     def padded_len(self) -> int:
@@ -209,13 +163,24 @@ class ExactStreamState:
         self.reset_segment()
         return out
 
+    def _frontend(self, final: bool) -> None:
+        """Mel frames, convolutions and positions for the samples that allow them."""
+        self.pending = torch.cat([self.pending, self._conv(self._new_mel_frames(final))])
+
+    def feed(self, samples: Tensor) -> list[int]:
+        """Front end only (StreamingBatch): tokens of segments that completed; full units wait in
+        ``pending`` for :meth:`pop_full_units`."""
+        return _fill_segments(self, samples, lambda: self._frontend(final=False) or [])
+
+    def pop_full_units(self) -> list[Tensor]:
+        n = self.pending.shape[0] // self.unit
+        units = [self.pending[i * self.unit: (i + 1) * self.unit] for i in range(n)]
+        self.pending = self.pending[n * self.unit:]
+        return units
+
     @torch.no_grad()
     def _advance(self, final: bool) -> list[int]:
-        new = self._conv(self._new_mel_frames(final))
-        if final:
-            # conv2 consumed every conv1 output; no further conv frames can appear
-            pass
-        self.pending = torch.cat([self.pending, new])
+        self._frontend(final)
         out: list[int] = []
         while self.pending.shape[0] >= self.unit or (final and self.pending.shape[0] > 0):
             x, self.pending = self.pending[: self.unit], self.pending[self.unit:]
@@ -226,9 +191,73 @@ class ExactStreamState:
                 real = 2 * idx < real_mel
             else:
                 real = torch.ones(x.shape[0], dtype=torch.bool)
-            out += self._run_unit(x, real)
+            out += run_units(self.model, [self], x[None], real[None])[0]
             self.units_done += 1
         return out
+
+
+def _layer_step(model: WhisperVQEncoder, i: int, states: Sequence[ExactStreamState], x: Tensor,
+                key_real: Tensor) -> Tensor:
+    """Layer ``i`` on one unit per session, x (B, T, D), each session with its own key/value cache
+    of the earlier units of its segment (caches of different lengths are padded and masked)."""
+    layer = model.layers[i]
+    attn = layer.self_attn
+    b, t, d = x.shape
+    stream_dtype = x.dtype
+    if layer.compute_dtype is not None:
+        x = x.to(layer.compute_dtype)
+    q, k, v = attn.project_qkv(layer.self_attn_layer_norm(x))  # (B, H, T, dh)
+    caches = [s.caches[i] for s in states]
+    pasts = [0 if c.k is None else c.k.shape[1] for c in caches]
+    p_max = max(pasts)
+    if p_max:
+        def padded(c_part, p):
+            if p == 0:
+                return k.new_zeros(k.shape[1], p_max, k.shape[3])
+            return F.pad(c_part, (0, 0, 0, p_max - p))
+        keys = torch.cat([torch.stack([padded(c.k, p) for c, p in zip(caches, pasts)]), k], dim=2)
+        values = torch.cat([torch.stack([padded(c.v, p) for c, p in zip(caches, pasts)]), v], dim=2)
+    else:
+        keys, values = k, v
+    causal_within = model.config.quantize_causal_block_size is None  # fully causal attention
+    mask = None
+    if causal_within or not bool(key_real.all()) or min(pasts) != p_max:
+        allowed = torch.ones(b, t, p_max + t, dtype=torch.bool)
+        allowed[:, :, :p_max] = torch.arange(p_max)[None, None, :] < torch.tensor(pasts)[:, None, None]
+        new = key_real[:, None, :].expand(b, t, t)
+        if causal_within:
+            new = new & torch.tril(torch.ones(t, t, dtype=torch.bool))
+        allowed[:, :, p_max:] = new
+        mask = allowed[:, None]
+    o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    for j, c in enumerate(caches):
+        c.k = k[j] if c.k is None else torch.cat([c.k, k[j]], dim=1)
+        c.v = v[j] if c.v is None else torch.cat([c.v, v[j]], dim=1)
+    x = x + attn.out_proj(o.transpose(1, 2).reshape(b, t, d))
+    x = x + layer.fc2(layer.activation(layer.fc1(layer.final_layer_norm(x))))
+    return x.to(stream_dtype)
+
+
+def run_units(model: WhisperVQEncoder, states: Sequence[ExactStreamState], x: Tensor, conv_real: Tensor) -> list[list[int]]:
+    """One attention block per session, x (B, U, D) conv-rate frames; tokens of the real frames."""
+    cfg = model.config
+    real, shallow = conv_real, None
+    for pos in range(0, cfg.layers_needed_for_tokens + 1):
+        if pos > 0:
+            x = _layer_step(model, pos - 1, states, x, real)
+        if cfg.pooling_kernel_size is not None and pos == cfg.pooling_position:
+            x = model.pool(x)
+            shallow = model.pool(shallow) if shallow is not None else None
+            real = real[:, :: cfg.pooling_kernel_size]
+        if cfg.has_residual:
+            if pos == cfg.encoder_residual_source_position:
+                shallow = x
+            elif pos == cfg.encoder_residual_target_position:
+                x = model.sae(x, shallow)
+        if pos == cfg.quantize_position:
+            _, idx = vector_quantize_ref(x, model.codebook.weight)
+            return [idx[j][real[j]].tolist() for j in range(idx.shape[0])]
+    raise AssertionError("quantize_position beyond the layers run")
 
 
 class WindowStreamState:
@@ -271,14 +300,7 @@ class WindowStreamState:
 
     def feed(self, samples: Tensor) -> tuple[list[int], Optional[dict]]:
         """Append samples; return tokens of completed segments and the window job now due, if any."""
-        seg = self.cfg.segment_samples
-        out: list[int] = []
-        while samples.numel():
-            room = seg - self.samples.numel()
-            take, samples = samples[:room], samples[room:]
-            self.samples = torch.cat([self.samples, take])
-            if self.samples.numel() == seg:
-                out += self._finish_segment()
+        out = _fill_segments(self, samples)
         job = None
         if self.samples.numel() - self.last_encode_at >= self.step:
             self.last_encode_at = self.samples.numel()
@@ -382,9 +404,9 @@ class StreamingBatch:
     def push(self, chunks: dict[str, object]) -> dict[str, list[int]]:
         """Feed each session its new samples; returns each session's new tokens.
 
-        In window mode all sessions whose window is due are encoded in ONE batched forward pass.
-        In exact mode each session advances its own caches (units of different sessions are not
-        yet batched together).
+        Window mode: all sessions whose window is due are encoded in one batched forward pass.
+        Exact mode: the attention blocks that became ready are run in batches across sessions,
+        each session with its own key/value caches (padded and masked to a common length).
         """
         unknown = [s for s in chunks if s not in self.sessions]
         if unknown:
@@ -392,6 +414,7 @@ class StreamingBatch:
         samples = {s: _as_samples(x) for s, x in chunks.items()}
         out: dict[str, list[int]] = {}
         jobs: list[tuple[str, dict]] = []
+        units: dict[str, list[Tensor]] = {}
         with torch.no_grad():
             for s, x in samples.items():
                 state = self.sessions[s]._state
@@ -400,7 +423,19 @@ class StreamingBatch:
                     if job is not None:
                         jobs.append((s, job))
                 else:
-                    out[s] = state.push(x)
+                    out[s] = state.feed(x)
+                    units[s] = state.pop_full_units()
+            # exact mode: the r-th ready block of every session, in batches, in order per session
+            for r in range(max((len(u) for u in units.values()), default=0)):
+                ready = [s for s, u in units.items() if len(u) > r]
+                for b in range(0, len(ready), self.tokenizer.batch_size):
+                    group = ready[b: b + self.tokenizer.batch_size]
+                    states = [self.sessions[s]._state for s in group]
+                    x = torch.stack([units[s][r] for s in group])
+                    toks = run_units(self.tokenizer.model, states, x, torch.ones(x.shape[:2], dtype=torch.bool))
+                    for s, st, t in zip(group, states, toks):
+                        out[s] += t
+                        st.units_done += 1
             for b in range(0, len(jobs), self.tokenizer.batch_size):
                 group = jobs[b: b + self.tokenizer.batch_size]
                 for (s, job), toks in zip(group, encode_jobs(self.tokenizer, [j for _, j in group])):

@@ -29,7 +29,7 @@ namespace {
 
 constexpr int64_t kChunkRows = 64;   // rows per OpenMP work item (bf16 rows stay in L2)
 constexpr int64_t kTileCodes = 64;   // codes per tile
-constexpr size_t kMaxCandidates = 32;
+constexpr size_t kMaxCandidates = 128;
 
 std::atomic<bool> g_force_portable{false};
 std::atomic<int64_t> g_fallback_rows{0};
@@ -49,26 +49,77 @@ bool use_bf16_screen(const CodebookView& cb) {
 }
 
 // ---------------------------------------------------------------- gate epilogue + LayerNorm
-void gate_ln_row(const GateLNParams& p, int64_t r, float* out) {
-  const int64_t d = p.d;
-  const float* deep = p.deep + r * d;
-  const float* a = p.adapter + r * d;
-  const float* gl = p.gate_logits ? p.gate_logits + r * d : nullptr;
-  double sum = 0.0;
+// v = deep + sigmoid(gate_logits) * adapter, written to out (the scalar path; see the AVX-512 one).
+void gate_combine_scalar(const float* deep, const float* gl, const float* a, int64_t d, float* out) {
   for (int64_t i = 0; i < d; ++i) {
     const float g = gl ? 1.0f / (1.0f + std::exp(-gl[i])) : 1.0f;
     out[i] = deep[i] + g * a[i];
-    sum += out[i];
   }
-  const double mean = sum / d;
+}
+
+#ifdef UNIAUDIO_X86
+// exp(x) for |x| < 88: 2^n * p(r), x = n ln2 + r, |r| <= ln2 / 2, degree-6 Taylor polynomial
+// (relative error < 2e-7), so sigmoid matches 1 / (1 + expf(-x)) to a few float ulps.
+__attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-88.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);   // ln2 split in two parts
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+__attribute__((target("avx512f")))
+void gate_combine_avx512(const float* deep, const float* gl, const float* a, int64_t d, float* out) {
+  int64_t i = 0;
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (; i + 16 <= d; i += 16) {
+    __m512 av = _mm512_loadu_ps(a + i);
+    if (gl) {
+      const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_loadu_ps(gl + i)));
+      av = _mm512_div_ps(av, _mm512_add_ps(one, e));
+    }
+    _mm512_storeu_ps(out + i, _mm512_add_ps(_mm512_loadu_ps(deep + i), av));
+  }
+  gate_combine_scalar(deep + i, gl ? gl + i : nullptr, a + i, d - i, out + i);
+}
+#endif
+
+void gate_ln_row(const GateLNParams& p, int64_t r, float* out) {
+  const int64_t d = p.d;
+  const float* gl = p.gate_logits ? p.gate_logits + r * d : nullptr;
+#ifdef UNIAUDIO_X86
+  if (__builtin_cpu_supports("avx512f") && !g_force_portable.load())
+    gate_combine_avx512(p.deep + r * d, gl, p.adapter + r * d, d, out);
+  else
+#endif
+    gate_combine_scalar(p.deep + r * d, gl, p.adapter + r * d, d, out);
+  // mean and variance with 16 float partial sums (vectorisable), finished in double
+  float s[16] = {0}, q[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= d; i += 16)
+    for (int j = 0; j < 16; ++j) s[j] += out[i + j];
+  double sum = 0.0;
+  for (int j = 0; j < 16; ++j) sum += s[j];
+  for (; i < d; ++i) sum += out[i];
+  const float mean = static_cast<float>(sum / d);
+  for (i = 0; i + 16 <= d; i += 16)
+    for (int j = 0; j < 16; ++j) {
+      const float t = out[i + j] - mean;
+      q[j] += t * t;
+    }
   double var = 0.0;
-  for (int64_t i = 0; i < d; ++i) {
-    const double t = out[i] - mean;
-    var += t * t;
-  }
+  for (int j = 0; j < 16; ++j) var += q[j];
+  for (; i < d; ++i) var += static_cast<double>(out[i] - mean) * (out[i] - mean);
   const float inv = static_cast<float>(1.0 / std::sqrt(var / d + p.eps));
-  const float m = static_cast<float>(mean);
-  for (int64_t i = 0; i < d; ++i) out[i] = (out[i] - m) * inv * p.ln_w[i] + p.ln_b[i];
+  for (i = 0; i < d; ++i) out[i] = (out[i] - mean) * inv * p.ln_w[i] + p.ln_b[i];
 }
 
 // ---------------------------------------------------------------- exact helpers
