@@ -23,20 +23,30 @@ void check_matrix(const torch::Tensor& t, const char* name, int64_t cols = -1, b
 }
 
 uniaudio::CodebookView view(const torch::Tensor& codes, const torch::Tensor& sq, const torch::Tensor& norms,
-                            const torch::Tensor& bf16) {
+                            const torch::Tensor& bf16, const torch::Tensor& i16, const torch::Tensor& i16_meta) {
   check_matrix(codes, "codebook");
   const int64_t k = codes.size(0), d = codes.size(1);
   TORCH_CHECK(k > 0, "codebook is empty");
   TORCH_CHECK(sq.numel() == k && norms.numel() == k && sq.is_contiguous() && norms.is_contiguous() &&
                   sq.scalar_type() == torch::kFloat32 && norms.scalar_type() == torch::kFloat32,
               "sq_norms and norms must be contiguous float32 of size ", k);
-  uniaudio::CodebookView v{codes.data_ptr<float>(), sq.data_ptr<float>(), norms.data_ptr<float>(), nullptr, k, d,
-                           (d + 31) / 32 * 32};
+  uniaudio::CodebookView v{codes.data_ptr<float>(), sq.data_ptr<float>(), norms.data_ptr<float>(), nullptr, nullptr,
+                           nullptr, k, d, (d + 31) / 32 * 32};
   if (bf16.numel()) {
     TORCH_CHECK(bf16.scalar_type() == torch::kInt16 && bf16.dim() == 2 && bf16.size(0) == k &&
                     bf16.size(1) == v.d_pad && bf16.is_contiguous(),
                 "codes_bf16 must be int16 (", k, ", ", v.d_pad, "), got ", bf16.sizes());
     v.codes_bf16 = reinterpret_cast<const uint16_t*>(bf16.data_ptr<int16_t>());
+  }
+  if (i16.numel()) {
+    TORCH_CHECK(i16.scalar_type() == torch::kInt16 && i16.dim() == 2 && i16.size(0) == k &&
+                    i16.size(1) == v.d_pad && i16.is_contiguous(),
+                "codes_i16 must be int16 (", k, ", ", v.d_pad, "), got ", i16.sizes());
+    TORCH_CHECK(i16_meta.scalar_type() == torch::kFloat32 && i16_meta.dim() == 2 && i16_meta.size(0) == k &&
+                    i16_meta.size(1) == 3 && i16_meta.is_contiguous(),
+                "i16_meta must be float32 (", k, ", 3), got ", i16_meta.sizes());
+    v.codes_i16 = i16.data_ptr<int16_t>();
+    v.i16_meta = i16_meta.data_ptr<float>();
   }
   return v;
 }
@@ -61,9 +71,23 @@ torch::Tensor pack_bf16(const torch::Tensor& codes) {
   return out;
 }
 
+// Codes quantized for the int16 screen: (q int16 (K, D padded to 32), meta float32 (K, 3)).
+std::tuple<torch::Tensor, torch::Tensor> pack_i16(const torch::Tensor& codes) {
+  check_matrix(codes, "codebook");
+  const int64_t k = codes.size(0), d = codes.size(1), dp = (d + 31) / 32 * 32;
+  auto q = torch::zeros({k, dp}, torch::kInt16);
+  auto meta = torch::empty({k, 3}, torch::kFloat32);
+  if (d <= uniaudio::kI16MaxDim)
+    uniaudio::quantize_i16_rows(codes.data_ptr<float>(), k, d, dp, q.data_ptr<int16_t>(), meta.data_ptr<float>());
+  else
+    return {torch::empty({0}, torch::kInt16), torch::empty({0})};
+  return {q, meta};
+}
+
 torch::Tensor vq_argmin(const torch::Tensor& x, const torch::Tensor& codes, const torch::Tensor& sq,
-                        const torch::Tensor& norms, const torch::Tensor& bf16) {
-  auto cb = view(codes, sq, norms, bf16);
+                        const torch::Tensor& norms, const torch::Tensor& bf16, const torch::Tensor& i16,
+                        const torch::Tensor& i16_meta) {
+  auto cb = view(codes, sq, norms, bf16, i16, i16_meta);
   check_matrix(x, "x", cb.d);
   auto tokens = torch::empty({x.size(0)}, torch::kInt64);
   uniaudio::vq_argmin_cpu(x.data_ptr<float>(), x.size(0), cb, tokens.data_ptr<int64_t>());
@@ -74,8 +98,9 @@ std::tuple<torch::Tensor, torch::Tensor> gate_ln_vq(const torch::Tensor& deep, c
                                                     const torch::Tensor& adapter, const torch::Tensor& ln_w,
                                                     const torch::Tensor& ln_b, double eps, const torch::Tensor& codes,
                                                     const torch::Tensor& sq, const torch::Tensor& norms,
-                                                    const torch::Tensor& bf16, bool return_y) {
-  auto cb = view(codes, sq, norms, bf16);
+                                                    const torch::Tensor& bf16, const torch::Tensor& i16,
+                                                    const torch::Tensor& i16_meta, bool return_y) {
+  auto cb = view(codes, sq, norms, bf16, i16, i16_meta);
   check_matrix(deep, "x_deep", cb.d);
   check_matrix(adapter, "adapter_out", cb.d);
   TORCH_CHECK(adapter.size(0) == deep.size(0), "adapter_out has ", adapter.size(0), " rows, x_deep ", deep.size(0));
@@ -101,8 +126,8 @@ torch::Tensor vq_argmin_gpu(const torch::Tensor& x, const torch::Tensor& codes, 
   check_matrix(codes, "codebook", -1, true);
   check_matrix(x, "x", codes.size(1), true);
   TORCH_CHECK(sq.is_cuda() && sq.numel() == codes.size(0), "sq_norms must be a CUDA tensor of size K");
-  uniaudio::CodebookView cb{codes.data_ptr<float>(), sq.data_ptr<float>(), nullptr, nullptr, codes.size(0),
-                            codes.size(1), 0};
+  uniaudio::CodebookView cb{codes.data_ptr<float>(), sq.data_ptr<float>(), nullptr, nullptr, nullptr, nullptr,
+                            codes.size(0), codes.size(1), 0};
   auto tokens = torch::empty({x.size(0)}, x.options().dtype(torch::kInt64));
   auto err = uniaudio::vq_argmin_cuda(x.data_ptr<float>(), x.size(0), cb, tokens.data_ptr<int64_t>(),
                                       c10::cuda::getCurrentCUDAStream());
@@ -118,8 +143,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_bf16", &pack_bf16, "codebook float32 (K, D) -> bf16 bits int16 (K, D padded to 32)");
   m.def("vq_argmin", &vq_argmin, "nearest code per row (CPU)");
   m.def("gate_ln_vq", &gate_ln_vq, "fused SAE gate epilogue + LayerNorm + nearest code (CPU)");
-  m.def("vq_cpu_path", &uniaudio::vq_cpu_path);
-  m.def("set_vq_cpu_force_portable", &uniaudio::set_vq_cpu_force_portable);
+  m.def("pack_i16", &pack_i16, "codebook float32 (K, D) -> (int16 codes (K, D padded to 32), meta (K, 3))");
+  m.def("vq_cpu_path", &uniaudio::vq_cpu_path, "the CPU search path that runs now");
+  m.def("vq_cpu_path_supported", [](const std::string& name) { return uniaudio::vq_cpu_path_supported(name.c_str()); });
+  m.def("set_vq_cpu_path", [](const std::string& name) {
+    TORCH_CHECK(uniaudio::vq_cpu_path_supported(name.c_str()), "CPU path ", name,
+                " is unknown or not supported by this CPU (auto, avx512bf16-screen, avx2-int16-screen, portable)");
+    uniaudio::set_vq_cpu_path(name.c_str());
+  }, "force a CPU search path ('auto' resets)");
   m.def("vq_cpu_fallback_rows", &uniaudio::vq_cpu_fallback_rows);
 #ifdef UNIAUDIO_RT_WITH_CUDA
   m.def("vq_argmin_gpu", &vq_argmin_gpu, "nearest code per row (CUDA)");

@@ -7,18 +7,22 @@ import torch
 from uniaudio_rt import ops
 
 needs_cpp = pytest.mark.skipif(ops._C is None, reason="native extension not built")
-CPU_PATHS = ["screen", "portable"]
+CPU_PATHS = ["avx512bf16-screen", "avx2-int16-screen", "portable"]
+
+
+def supported_paths():
+    return [p for p in CPU_PATHS if ops._C is not None and ops._C.vq_cpu_path_supported(p)]
 
 
 @pytest.fixture(params=CPU_PATHS)
 def cpu_path(request):
     if ops._C is None:
         pytest.skip("native extension not built")
-    if request.param == "screen" and ops._C.vq_cpu_path() != "avx512bf16-screen":
-        pytest.skip("CPU without AVX-512 BF16")
-    ops._C.set_vq_cpu_force_portable(request.param == "portable")
+    if not ops._C.vq_cpu_path_supported(request.param):
+        pytest.skip(f"this CPU does not support the {request.param} path")
+    ops._C.set_vq_cpu_path(request.param)
     yield request.param
-    ops._C.set_vq_cpu_force_portable(False)
+    ops._C.set_vq_cpu_path("auto")
 
 
 def near_tie_only(x, cb, got, ref, rtol=1e-5):
@@ -96,11 +100,11 @@ def test_encoder_hot_path_on_real_speech(speech_files):
                 x = layer(x)
             x, shallow = m.pool(x), m.pool(shallow)
             ref = ops.fused_gate_vq_ref(x, shallow, m)
-            for path in ("screen", "portable"):
-                ops._C.set_vq_cpu_force_portable(path == "portable")
+            for path in supported_paths():
+                ops._C.set_vq_cpu_path(path)
                 got = ops.fused_gate_vq(x, shallow, m, cb, backend="cpp")
                 captured[(p, path)] = near_tie_only(m.sae(x, shallow), m.codebook.weight, got, ref)
-            ops._C.set_vq_cpu_force_portable(False)
+            ops._C.set_vq_cpu_path("auto")
     assert all(v == 0 for v in captured.values()), captured
 
 
@@ -125,3 +129,41 @@ def test_dispatcher_and_errors():
         with pytest.raises(ValueError, match="row counts differ"):
             ops.gate_ln_vq(x, None, torch.randn(4, 16), ops.LayerNormParams(torch.ones(16), torch.zeros(16), 1e-5), cb,
                            backend="cpp")
+
+
+@needs_cpp
+def test_cpu_path_selection_errors():
+    assert ops._C.vq_cpu_path() in CPU_PATHS
+    assert ops._C.vq_cpu_path_supported("portable") and ops._C.vq_cpu_path_supported("auto")
+    with pytest.raises(RuntimeError, match="unknown or not supported"):
+        ops._C.set_vq_cpu_path("avx9000")
+
+
+@needs_cpp
+@pytest.mark.parametrize("case", ["wide_norms", "near_duplicates", "public_width", "beyond_int16_dim"])
+def test_screens_stay_exact_on_hard_codebooks(cpu_path, case):
+    """The screens' error bounds must hold where quantization hurts most: codes whose norms span
+    orders of magnitude, clusters of almost identical codes, the public width, and a width beyond
+    the int16 screen's limit (that falls back to the exact scan)."""
+    g = torch.Generator().manual_seed(7)
+    if case == "wide_norms":
+        d, k, t = 96, 600, 200
+        cb = torch.randn(k, d, generator=g) * torch.logspace(-3, 2, k)[:, None]
+        x = cb[torch.randint(0, k, (t,), generator=g)] * 1.01 + 0.01 * torch.randn(t, d, generator=g)
+    elif case == "near_duplicates":
+        d, k, t = 128, 512, 256
+        base = torch.randn(32, d, generator=g)
+        cb = base.repeat(16, 1) + 1e-4 * torch.randn(k, d, generator=g)
+        x = base[torch.randint(0, 32, (t,), generator=g)] + 1e-4 * torch.randn(t, d, generator=g)
+    elif case == "public_width":
+        d, k, t = 1280, 8192, 24
+        cb = torch.randn(k, d, generator=g)
+        x = torch.nn.functional.layer_norm(torch.randn(t, d, generator=g), (d,))
+    else:
+        d, k, t = 4100, 40, 9
+        cb, x = torch.randn(k, d, generator=g), torch.randn(t, d, generator=g)
+    got = ops.vq_argmin(x, cb, backend="cpp")
+    near_tie_only(x, cb, got, ops.vq_argmin_ref(x, cb))  # fp32 reference may differ only on ties
+    exact = ((x.double()[:, None, :] - cb.double()[None]) ** 2).sum(-1).argmin(1) if t * k * d < 5e7 else None
+    if exact is not None and cpu_path != "portable":  # the screens re-score in float64: exact nearest
+        assert torch.equal(got, exact)

@@ -71,12 +71,14 @@ def _pick(backend: str, x: Tensor) -> str:
 
 @dataclass
 class Codebook:
-    """A codebook with what the kernels precompute once: squared norms, norms, bf16 copy."""
+    """A codebook with what the kernels precompute once: squared norms, norms, bf16 and int16 copies."""
 
     codes: Tensor              # (K, D) float32 contiguous
     sq_norms: Tensor           # (K,)
     norms: Tensor              # (K,)
     codes_bf16: Tensor         # (K, D padded to 32) int16 bits, or empty
+    codes_i16: Tensor          # (K, D padded to 32) int16 quantized codes, or empty
+    i16_meta: Tensor           # (K, 3) scale, quantization error norm, quantized norm; or empty
 
     @classmethod
     def from_tensor(cls, codebook: Tensor) -> "Codebook":
@@ -84,8 +86,12 @@ class Codebook:
             raise ValueError(f"codebook must be (K > 0, D), got {tuple(codebook.shape)}")
         c = codebook.detach().float().contiguous()
         sq = (c.double() ** 2).sum(1)
-        packed = _C.pack_bf16(c.cpu()) if _C is not None and c.device.type == "cpu" else torch.empty(0, dtype=torch.int16)
-        return cls(c, sq.float(), sq.sqrt().float(), packed)
+        empty = torch.empty(0, dtype=torch.int16)
+        packed, q, meta = empty, empty, torch.empty(0)
+        if _C is not None and c.device.type == "cpu":
+            packed = _C.pack_bf16(c)
+            q, meta = _C.pack_i16(c)
+        return cls(c, sq.float(), sq.sqrt().float(), packed, q, meta)
 
 
 def _as_codebook(codebook) -> Codebook:
@@ -117,7 +123,8 @@ def vq_argmin(x: Tensor, codebook, backend: str = "auto") -> Tensor:
         return vq_argmin_triton(flat, cb.codes.to(flat.device), cb.sq_norms.to(flat.device)).view(x.shape[:-1])
     if which == "cuda":
         return _C.vq_argmin_gpu(flat, cb.codes.to(flat.device), cb.sq_norms.to(flat.device)).view(x.shape[:-1])
-    return _C.vq_argmin(flat, cb.codes, cb.sq_norms, cb.norms, cb.codes_bf16).view(x.shape[:-1])
+    return _C.vq_argmin(flat, cb.codes, cb.sq_norms, cb.norms, cb.codes_bf16, cb.codes_i16,
+                        cb.i16_meta).view(x.shape[:-1])
 
 
 # ---------------------------------------------------------------- gate_ln_vq
@@ -162,7 +169,8 @@ def gate_ln_vq(x_deep: Tensor, gate_logits: Optional[Tensor], adapter_out: Tenso
         raise ValueError(f"row counts differ: x_deep {deep.shape[0]}, adapter_out {a.shape[0]}, "
                          f"gate_logits {gl.shape[0] if gate_logits is not None else '-'}")
     tokens, y = _C.gate_ln_vq(deep, gl, a, ln.weight.detach().float().contiguous(), ln.bias.detach().float().contiguous(),
-                              float(ln.eps), cb.codes, cb.sq_norms, cb.norms, cb.codes_bf16, return_y)
+                              float(ln.eps), cb.codes, cb.sq_norms, cb.norms, cb.codes_bf16, cb.codes_i16,
+                              cb.i16_meta, return_y)
     tokens = tokens.view(shape)
     return (tokens, y.view(*shape, d)) if return_y else tokens
 

@@ -17,10 +17,17 @@ struct CodebookView {
   const float* sq_norms;     // (k,)  ||c_k||^2
   const float* norms;        // (k,)  ||c_k||
   const uint16_t* codes_bf16;  // (k, d_pad) bf16 bits, rows zero-padded to d_pad (may be null)
+  const int16_t* codes_i16;    // (k, d_pad) codes quantized to [-kI16Max, kI16Max] (may be null)
+  const float* i16_meta;       // (k, 3): scale s (c ~ s q), ||c - s q||, ||s q||  (null with codes_i16)
   int64_t k;
   int64_t d;
   int64_t d_pad;             // multiple of 32
 };
+
+// Quantization range of the int16 screen: with |q| <= 2047, the int32 sum of d / 8 products per
+// vector lane cannot overflow for d <= kI16MaxDim.
+constexpr int32_t kI16Max = 2047;
+constexpr int64_t kI16MaxDim = 4096;
 
 struct GateLNParams {
   const float* deep;         // (n, d)
@@ -36,9 +43,13 @@ struct GateLNParams {
 // CPU (OpenMP over rows). `y` may be null when only tokens are wanted.
 void gate_ln_vq_cpu(const GateLNParams& p, const CodebookView& cb, int64_t* tokens, float* y);
 void vq_argmin_cpu(const float* x, int64_t n, const CodebookView& cb, int64_t* tokens);
-// Which CPU path runs: "avx512bf16-screen" or "portable".
+// Quantize rows of `x` (n, d) for the int16 screen: q (n, d_pad) zero-padded, meta (n, 3) as above.
+void quantize_i16_rows(const float* x, int64_t n, int64_t d, int64_t d_pad, int16_t* q, float* meta);
+// CPU search paths: "avx512bf16-screen", "avx2-int16-screen", "portable". vq_cpu_path() names the
+// one that runs (the fastest this CPU supports unless forced); set_vq_cpu_path("auto") resets.
 const char* vq_cpu_path();
-void set_vq_cpu_force_portable(bool force);
+bool vq_cpu_path_supported(const char* name);
+void set_vq_cpu_path(const char* name);
 // Rows whose bf16 screen left more candidates than the kernel keeps, and fell back to an exact scan.
 int64_t vq_cpu_fallback_rows();
 

@@ -1,13 +1,19 @@
 // CPU kernels: fused SAE gate epilogue + LayerNorm + nearest-code search.
 //
-// Nearest-code search, two paths chosen at run time:
-//  * avx512bf16-screen (CPUs with AVX-512 BF16): distances are first screened with bf16 dot products
+// Nearest-code search, three paths chosen at run time (the fastest the CPU supports):
+//  * avx512bf16-screen (AVX-512 BF16): distances are first screened with bf16 dot products
 //    (vdpbf16ps, twice the fp32 FMA rate). For row x and code c the screened distance
 //    d~ = ||c||^2 - 2 x~.c~ is within m = 2 (2^-7 + 2^-16 + d 2^-24) ||x|| ||c|| of the exact one
 //    (bf16 rounding of both operands, then fp32 accumulation of d products), plus (d + 8) 2^-24
-//    (||c||^2 + 2 ||x|| ||c||) for the fp32 rounding of ||c||^2 and of the subtraction. Every code whose
-//    lower bound d~ - m is not above the smallest upper bound d~ + m is re-scored exactly (double),
-//    so the result is the exact nearest code; usually one or two codes are re-scored per row.
+//    (||c||^2 + 2 ||x|| ||c||) for the fp32 rounding of ||c||^2 and of the subtraction.
+//  * avx2-int16-screen (AVX2): rows and codes are quantized per vector to 12-bit integers
+//    (x ~ s q, |q| <= 2047) and screened with exact integer dot products (vpmaddwd, twice the fp32
+//    FMA rate; the int32 sums cannot overflow for d <= 4096). With x^ = s_x q_x, c^ = s_c q_c:
+//    |x.c - x^.c^| <= ||x^|| ||c - c^|| + ||x - x^|| ||c|| (Cauchy-Schwarz), plus float rounding of
+//    the integer sum, the scale product, ||c||^2 and the subtraction (a few 2^-24 relative).
+//  In both screens every code whose lower bound d~ - m is not above the smallest upper bound d~ + m
+//  is re-scored exactly (double), so the result is the exact nearest code; usually one or two codes
+//  per row are re-scored. Rows with more than kMaxCandidates candidates fall back to an exact scan.
 //  * portable: one fp32 pass, d = ||c||^2 - 2 x.c, running minimum.
 // Rows are split over OpenMP threads in chunks; codes are visited in tiles that stay in L2.
 #include "fused_gate_vq.h"
@@ -31,7 +37,8 @@ constexpr int64_t kChunkRows = 64;   // rows per OpenMP work item (bf16 rows sta
 constexpr int64_t kTileCodes = 64;   // codes per tile
 constexpr size_t kMaxCandidates = 128;
 
-std::atomic<bool> g_force_portable{false};
+enum class Path : int { kAuto = 0, kBf16 = 1, kI16 = 2, kPortable = 3 };
+std::atomic<int> g_forced_path{static_cast<int>(Path::kAuto)};
 std::atomic<int64_t> g_fallback_rows{0};
 
 bool cpu_has_avx512bf16() {
@@ -44,9 +51,50 @@ bool cpu_has_avx512bf16() {
 #endif
 }
 
-bool use_bf16_screen(const CodebookView& cb) {
-  return cb.codes_bf16 != nullptr && !g_force_portable.load() && cpu_has_avx512bf16();
+bool cpu_has_avx2() {
+#ifdef UNIAUDIO_X86
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
 }
+
+bool cpu_has_avx512f() {
+#ifdef UNIAUDIO_X86
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+bool path_supported(Path p) {
+  switch (p) {
+    case Path::kBf16: return cpu_has_avx512bf16();
+    case Path::kI16: return cpu_has_avx2();
+    default: return true;
+  }
+}
+
+Path active_path() {
+  const Path forced = static_cast<Path>(g_forced_path.load());
+  if (forced != Path::kAuto) return forced;
+  if (cpu_has_avx512bf16()) return Path::kBf16;
+  if (cpu_has_avx2()) return Path::kI16;
+  return Path::kPortable;
+}
+
+const char* path_name(Path p) {
+  switch (p) {
+    case Path::kBf16: return "avx512bf16-screen";
+    case Path::kI16: return "avx2-int16-screen";
+    case Path::kPortable: return "portable";
+    default: return "auto";
+  }
+}
+
+bool simd_epilogue() { return static_cast<Path>(g_forced_path.load()) != Path::kPortable; }
 
 // ---------------------------------------------------------------- gate epilogue + LayerNorm
 // v = deep + sigmoid(gate_logits) * adapter, written to out (the scalar path; see the AVX-512 one).
@@ -90,14 +138,49 @@ void gate_combine_avx512(const float* deep, const float* gl, const float* a, int
   }
   gate_combine_scalar(deep + i, gl ? gl + i : nullptr, a + i, d - i, out + i);
 }
+
+// The same for AVX2 + FMA (2^n built from the exponent bits; n in [-127, 127] after the clamp).
+__attribute__((target("avx2,fma"))) inline __m256 exp256(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-88.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma")))
+void gate_combine_avx2(const float* deep, const float* gl, const float* a, int64_t d, float* out) {
+  int64_t i = 0;
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= d; i += 8) {
+    __m256 av = _mm256_loadu_ps(a + i);
+    if (gl) {
+      const __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_loadu_ps(gl + i)));
+      av = _mm256_div_ps(av, _mm256_add_ps(one, e));
+    }
+    _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(deep + i), av));
+  }
+  gate_combine_scalar(deep + i, gl ? gl + i : nullptr, a + i, d - i, out + i);
+}
 #endif
 
 void gate_ln_row(const GateLNParams& p, int64_t r, float* out) {
   const int64_t d = p.d;
   const float* gl = p.gate_logits ? p.gate_logits + r * d : nullptr;
 #ifdef UNIAUDIO_X86
-  if (__builtin_cpu_supports("avx512f") && !g_force_portable.load())
+  if (cpu_has_avx512f() && simd_epilogue())
     gate_combine_avx512(p.deep + r * d, gl, p.adapter + r * d, d, out);
+  else if (cpu_has_avx2() && simd_epilogue())
+    gate_combine_avx2(p.deep + r * d, gl, p.adapter + r * d, d, out);
   else
 #endif
     gate_combine_scalar(p.deep + r * d, gl, p.adapter + r * d, d, out);
@@ -157,13 +240,57 @@ void argmin_portable(const float* x, int64_t rows, const CodebookView& cb, int64
   }
 }
 
-#ifdef UNIAUDIO_X86
-// ---------------------------------------------------------------- AVX-512 BF16 screen
+// ---------------------------------------------------------------- screen bookkeeping
+// Per row: the smallest upper bound seen and the codes whose lower bound is not above it.
 struct RowState {
   float upper = std::numeric_limits<float>::infinity();
-  std::vector<std::pair<float, int64_t>> cand;  // (lower bound, code)
+  std::vector<std::pair<float, int64_t>> cand;  // (lower bound, code), in increasing code order
   bool overflow = false;
+
+  inline void consider(float approx, float m, int64_t code) {
+    const float lower = approx - m, up = approx + m;
+    if (up < upper) upper = up;
+    if (lower > upper || overflow) return;
+    if (cand.size() == kMaxCandidates) {  // prune by the current upper bound
+      const float u = upper;
+      cand.erase(std::remove_if(cand.begin(), cand.end(),
+                                [u](const std::pair<float, int64_t>& c) { return c.first > u; }),
+                 cand.end());
+      if (cand.size() == kMaxCandidates) {
+        overflow = true;
+        return;
+      }
+    }
+    cand.emplace_back(lower, code);
+  }
 };
+
+// Exact re-scoring of the surviving candidates (or an exact scan after an overflow).
+void finish_rows(const float* x, int64_t rows, const CodebookView& cb, std::vector<RowState>& st, int64_t* out) {
+  const int64_t d = cb.d;
+  for (int64_t r = 0; r < rows; ++r) {
+    RowState& s = st[r];
+    if (s.overflow) {
+      g_fallback_rows.fetch_add(1);
+      argmin_portable(x + r * d, 1, cb, out + r);
+      continue;
+    }
+    double best = std::numeric_limits<double>::infinity();
+    int64_t best_k = 0;
+    for (const auto& c : s.cand) {
+      if (c.first > s.upper) continue;
+      const double dist = exact_distance(x + r * d, cb.codes + c.second * d, d);
+      if (dist < best) {
+        best = dist;
+        best_k = c.second;
+      }
+    }
+    out[r] = best_k;
+  }
+}
+
+#ifdef UNIAUDIO_X86
+// ---------------------------------------------------------------- AVX-512 BF16 screen
 
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 void to_bf16_rows(const float* x, int64_t rows, int64_t d, int64_t d_pad, uint16_t* out) {
@@ -234,49 +361,93 @@ void argmin_bf16_screen(const float* x, int64_t rows, const CodebookView& cb, in
             // dot-product error, plus fp32 rounding of ||c||^2 and of the subtraction
             const float cn = cb.norms[code];
             const float m = (alpha * xnorm[r0 + i] * cn + beta * (cn * cn + 2.0f * xnorm[r0 + i] * cn)) * slack;
-            const float lower = approx - m, upper = approx + m;
-            if (upper < s.upper) s.upper = upper;
-            if (lower <= s.upper && !s.overflow) {
-              if (s.cand.size() == kMaxCandidates) {  // prune by the current upper bound
-                const float u = s.upper;
-                s.cand.erase(std::remove_if(s.cand.begin(), s.cand.end(),
-                                            [u](const std::pair<float, int64_t>& c) { return c.first > u; }),
-                             s.cand.end());
-                if (s.cand.size() == kMaxCandidates) s.overflow = true;
-              }
-              if (!s.overflow) s.cand.emplace_back(lower, code);
-            }
+            s.consider(approx, m, code);
           }
         }
       }
     }
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    RowState& s = st[r];
-    if (s.overflow) {
-      g_fallback_rows.fetch_add(1);
-      argmin_portable(x + r * d, 1, cb, out + r);
-      continue;
+  finish_rows(x, rows, cb, st, out);
+}
+
+// ---------------------------------------------------------------- AVX2 int16 screen
+// 4 rows x 3 codes of exact integer dot products over d_pad int16 elements.
+__attribute__((target("avx2,fma")))
+inline void idot4x3(const int16_t* const* xr, const int16_t* const* cr, int64_t d_pad, int32_t out[4][3]) {
+  __m256i acc[4][3];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 3; ++j) acc[i][j] = _mm256_setzero_si256();
+  for (int64_t t = 0; t < d_pad; t += 16) {
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cr[0] + t));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cr[1] + t));
+    const __m256i b2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cr[2] + t));
+    for (int i = 0; i < 4; ++i) {
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr[i] + t));
+      acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(a, b0));
+      acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(a, b1));
+      acc[i][2] = _mm256_add_epi32(acc[i][2], _mm256_madd_epi16(a, b2));
     }
-    double best = std::numeric_limits<double>::infinity();
-    int64_t best_k = 0;
-    for (const auto& c : s.cand) {  // candidates are in increasing code order
-      if (c.first > s.upper) continue;
-      const double dist = exact_distance(x + r * d, cb.codes + c.second * d, d);
-      if (dist < best) {
-        best = dist;
-        best_k = c.second;
+  }
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 3; ++j) {
+      __m128i v = _mm_add_epi32(_mm256_castsi256_si128(acc[i][j]), _mm256_extracti128_si256(acc[i][j], 1));
+      v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
+      v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
+      out[i][j] = _mm_cvtsi128_si32(v);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+void argmin_i16_screen(const float* x, int64_t rows, const CodebookView& cb, int64_t* out) {
+  constexpr int64_t kTile = 60;  // codes per tile (multiple of 3)
+  const int64_t d = cb.d, dp = cb.d_pad, K = cb.k;
+  std::vector<int16_t> xq(static_cast<size_t>(rows * dp));
+  std::vector<float> xm(static_cast<size_t>(rows * 3));
+  quantize_i16_rows(x, rows, d, dp, xq.data(), xm.data());
+  // float rounding of the int32 -> float conversion, the scale product and the distance arithmetic
+  const float eps = 16.0f * std::ldexp(1.0f, -24);
+  const float slack = 1.0f + 1e-5f;
+  std::vector<RowState> st(rows);
+  for (auto& s : st) s.cand.reserve(kMaxCandidates);
+  int32_t dots[4][3];
+  for (int64_t k0 = 0; k0 < K; k0 += kTile) {
+    const int64_t k1 = std::min(K, k0 + kTile);
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+      const int16_t* xr[4];
+      for (int i = 0; i < 4; ++i) xr[i] = xq.data() + std::min(r0 + i, rows - 1) * dp;
+      for (int64_t k = k0; k < k1; k += 3) {
+        const int16_t* cr[3];
+        for (int j = 0; j < 3; ++j) cr[j] = cb.codes_i16 + std::min(k + j, K - 1) * dp;
+        idot4x3(xr, cr, dp, dots);
+        for (int i = 0; i < 4 && r0 + i < rows; ++i) {
+          const float* mx = xm.data() + (r0 + i) * 3;  // scale, ||x - x^||, ||x^||
+          RowState& s = st[r0 + i];
+          for (int j = 0; j < 3 && k + j < k1; ++j) {
+            const int64_t code = k + j;
+            const float* mc = cb.i16_meta + code * 3;
+            const float dot = static_cast<float>(dots[i][j]) * (mx[0] * mc[0]);
+            const float approx = cb.sq_norms[code] - 2.0f * dot;
+            const float cn = cb.norms[code];
+            const float m = (2.0f * (mx[2] * mc[1] + mx[1] * cn) + eps * (cn * cn + 2.0f * mx[2] * mc[2])) * slack;
+            s.consider(approx, m, code);
+          }
+        }
       }
     }
-    out[r] = best_k;
   }
+  finish_rows(x, rows, cb, st, out);
 }
 #endif
 
 void argmin_rows(const float* x, int64_t rows, const CodebookView& cb, int64_t* out) {
 #ifdef UNIAUDIO_X86
-  if (use_bf16_screen(cb)) {
+  const Path p = active_path();
+  if (p == Path::kBf16 && cb.codes_bf16 != nullptr && cpu_has_avx512bf16()) {
     argmin_bf16_screen(x, rows, cb, out);
+    return;
+  }
+  if (p == Path::kI16 && cb.codes_i16 != nullptr && cb.d <= kI16MaxDim && cpu_has_avx2()) {
+    argmin_i16_screen(x, rows, cb, out);
     return;
   }
 #endif
@@ -285,8 +456,44 @@ void argmin_rows(const float* x, int64_t rows, const CodebookView& cb, int64_t* 
 
 }  // namespace
 
-const char* vq_cpu_path() { return (cpu_has_avx512bf16() && !g_force_portable.load()) ? "avx512bf16-screen" : "portable"; }
-void set_vq_cpu_force_portable(bool force) { g_force_portable.store(force); }
+void quantize_i16_rows(const float* x, int64_t n, int64_t d, int64_t d_pad, int16_t* q, float* meta) {
+  for (int64_t r = 0; r < n; ++r) {
+    const float* xr = x + r * d;
+    int16_t* qr = q + r * d_pad;
+    float amax = 0.0f;
+    for (int64_t i = 0; i < d; ++i) amax = std::max(amax, std::fabs(xr[i]));
+    const float scale = (amax > 0.0f && std::isfinite(amax)) ? amax / static_cast<float>(kI16Max) : 1.0f;
+    double err = 0.0, qn = 0.0;
+    for (int64_t i = 0; i < d; ++i) {
+      float v = std::nearbyint(xr[i] / scale);
+      v = std::isfinite(v) ? std::min(std::max(v, -static_cast<float>(kI16Max)), static_cast<float>(kI16Max)) : 0.0f;
+      qr[i] = static_cast<int16_t>(v);
+      const double back = static_cast<double>(scale) * v;
+      err += (xr[i] - back) * (xr[i] - back);
+      qn += back * back;
+    }
+    for (int64_t i = d; i < d_pad; ++i) qr[i] = 0;
+    meta[r * 3 + 0] = scale;  // the norms are bounds: rounded up a little
+    meta[r * 3 + 1] = static_cast<float>(std::sqrt(err) * (1.0 + 1e-6));
+    meta[r * 3 + 2] = static_cast<float>(std::sqrt(qn) * (1.0 + 1e-6));
+  }
+}
+
+const char* vq_cpu_path() { return path_name(active_path()); }
+
+bool vq_cpu_path_supported(const char* name) {
+  for (Path p : {Path::kBf16, Path::kI16, Path::kPortable})
+    if (std::strcmp(name, path_name(p)) == 0) return path_supported(p);
+  return std::strcmp(name, "auto") == 0;
+}
+
+void set_vq_cpu_path(const char* name) {
+  for (Path p : {Path::kAuto, Path::kBf16, Path::kI16, Path::kPortable})
+    if (std::strcmp(name, path_name(p)) == 0) {
+      g_forced_path.store(static_cast<int>(p));
+      return;
+    }
+}
 int64_t vq_cpu_fallback_rows() { return g_fallback_rows.load(); }
 
 void vq_argmin_cpu(const float* x, int64_t n, const CodebookView& cb, int64_t* tokens) {
