@@ -61,13 +61,15 @@ def _frames(x: np.ndarray, size: int, hop: int) -> np.ndarray:
 
 
 def measure_voice(x: np.ndarray, transcript: Optional[str] = None) -> VoiceMeasures:
-    """Frame-wise autocorrelation F0 (60-400 Hz, 40 ms frames, 10 ms hop, voiced when the normalised
-    autocorrelation peak exceeds 0.5 on a frame within 30 dB of the loudest), RMS loudness of the
-    active frames, spectral centroid, and syllables/s from the transcript's vowel groups."""
+    """Frame-wise autocorrelation F0 (60-400 Hz, 40 ms Hann frames, 10 ms hop; a frame is active when
+    its RMS is within 30 dB of the loudest frame's, voiced when also its normalised autocorrelation
+    peak exceeds 0.5), RMS loudness (dBFS) of the active frames, magnitude-spectrum centroid of the
+    active frames, and syllables/s from the transcript's vowel groups."""
     x = np.asarray(x, dtype=np.float64)
     size, hop = 640, 160
-    fr = _frames(x, size, hop) * np.hanning(size)
-    rms = np.sqrt(np.mean(fr ** 2, axis=1) + 1e-12)
+    raw = _frames(x, size, hop)
+    fr = raw * np.hanning(size)
+    rms = np.sqrt(np.mean(raw ** 2, axis=1) + 1e-12)
     active = rms > rms.max() * 10 ** (-30 / 20)
     spec = np.fft.rfft(fr, n=2 * size, axis=1)
     power = np.abs(spec) ** 2
@@ -79,9 +81,9 @@ def measure_voice(x: np.ndarray, transcript: Optional[str] = None) -> VoiceMeasu
     voiced = active & (peak > 0.5)
     f0 = SAMPLE_RATE / lag[voiced]
     freqs = np.fft.rfftfreq(2 * size, 1 / SAMPLE_RATE)
-    act_power = power[active].sum(axis=0)
-    centroid = float((freqs * act_power).sum() / (act_power.sum() + 1e-12))
-    loud = float(20 * np.log10(np.sqrt(np.mean((fr[active] / np.hanning(size).mean()) ** 2)) + 1e-9))
+    magnitude = np.sqrt(power[active]).sum(axis=0)
+    centroid = float((freqs * magnitude).sum() / (magnitude.sum() + 1e-12))
+    loud = float(20 * np.log10(np.sqrt(np.mean(raw[active] ** 2)) + 1e-9))
     duration = x.size / SAMPLE_RATE
     syl = count_syllables(transcript) if transcript else 0
     return VoiceMeasures(
