@@ -228,7 +228,9 @@ def build(out: str, subset: str = "tiny", cache: Optional[str] = None, progress:
         if state is not None and not state["skipped"] and not (seen & {c["md5"] for c in state["clips"]}):
             log.info("source %s already built (%d clips)", source.name, len(state["clips"]))
         else:
+            t_source = time.time()
             state = build_source(source, cap, out, cache, seen, progress)
+            log.info("source %s: %d clips, %.1f s", source.name, len(state["clips"]), time.time() - t_source)
             if not state["skipped"]:  # a skipped source is retried on the next run
                 tmp = _state_path(out, source) + ".tmp"
                 with open(tmp, "w") as f:

@@ -119,6 +119,7 @@ def fetch(name: str, registry: str, cache: str) -> ExtractedPackage:
     root = os.path.join(cache, "pkgs", name)
     marker = os.path.join(root, ".complete")
     if not os.path.exists(marker):
+        os.makedirs(os.path.dirname(root), exist_ok=True)
         if registry == "deb":
             archive = _download_deb(name, os.path.join(cache, "debs"))
             tmp_root = root + ".partial"
