@@ -82,6 +82,20 @@ def stats_text(out: str, markdown: bool = False) -> str:
         if title.startswith("events"):
             lines = lines[:42]
         parts.append(("### " if markdown else "== ") + title + "\n" + "\n".join(lines))
+    packages: dict[tuple, list[float]] = {}
+    for r in rows:
+        k = (r["package"], r["version"], r["split"], r["license"])
+        packages.setdefault(k, [0, 0.0])
+        packages[k][0] += 1
+        packages[k][1] += r["duration"]
+    if markdown:
+        lines = ["| package | version | split | clips | hours | license (copyright file) |", "|---|---|---|---:|---:|---|"]
+        lines += [f"| {p} | {v} | {sp} | {n} | {sec / 3600:.3f} | {lic} |"
+                  for (p, v, sp, lic), (n, sec) in sorted(packages.items())]
+    else:
+        lines = [f"{p} {v} [{sp}] {n} clips, {sec / 3600:.3f} h; license: {lic}"
+                 for (p, v, sp, lic), (n, sec) in sorted(packages.items())]
+    parts.append(("### " if markdown else "== ") + "packages\n" + "\n".join(lines))
     return "\n\n".join(parts)
 
 
