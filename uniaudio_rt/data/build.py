@@ -221,7 +221,7 @@ def build(out: str, subset: str = "tiny", cache: Optional[str] = None, progress:
     t0 = time.time()
     seen: set[str] = set()
     rows: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {"subset": subset, "sources": {}, "cache": None}
+    summary: dict[str, Any] = {"subset": subset, "sources": {}}
     for source in sources:
         cap = source.tiny_clips if subset == "tiny" else source.max_clips
         state = _load_state(out, source, cap)

@@ -250,6 +250,17 @@ def _zip_events(pkg: str, archive_glob: str, prefix: str) -> Callable[[dict[str,
     return items
 
 
+def _ufoai(roots: dict[str, str]) -> Iterator[Item]:
+    """UFO:AI sounds (a .pk3 zip). Soldier and civilian cries name the sex and what happens
+    (``femaledeath01``, ``civmalehurt01a``): those are voices with a gender; the rest are events."""
+    for item in _zip_events("ufoai-sound", "**/*.pk3", "sound/")(roots):
+        m = re.match(r"sound/(?:soldiers|civilians)/(?:civ)?(fem|female|male)(death|hurt|scream)", item.key)
+        if m:
+            item = Item(item.key, item.ext, item.read, "voice", gender="Male" if m.group(1) == "male" else "Female",
+                        event={"death": "death cry", "hurt": "pain", "scream": "scream"}[m.group(2)])
+        yield item
+
+
 def _dir_events(pkg: str, sub: str, kind: str = "event", keep: Callable[[str], bool] = lambda p: True,
                 event: Optional[str] = None) -> Callable[[dict[str, str]], Iterator[Item]]:
     def items(roots: dict[str, str]) -> Iterator[Item]:
@@ -309,10 +320,10 @@ SOURCES: tuple[Source, ...] = (
            label_packages=("asterisk-core-sounds-ru",), max_clips=10_000),
     Source("pocketsphinx", "pocketsphinx-testdata", "train", "speech", _pocketsphinx, tiny_clips=3),
     Source("fillets-cs", "fillets-ng-data-cs", "train", "speech", _fillets("cs"),
-           label_packages=("fillets-ng-data",), max_clips=800),
+           label_packages=("fillets-ng-data",), max_clips=10_000),
     Source("fillets-nl", "fillets-ng-data-nl", "train", "speech", _fillets("nl"),
-           label_packages=("fillets-ng-data",), max_clips=800),
-    Source("klettres", "klettres-data", "train", "speech", _klettres, max_clips=600),
+           label_packages=("fillets-ng-data",), max_clips=10_000),
+    Source("klettres", "klettres-data", "train", "speech", _klettres, max_clips=10_000),
     Source("openarena-voice", "openarena-data", "train", "voice", _openarena),
     Source("bucklespring", "bucklespring-data", "train", "event",
            _dir_events("bucklespring-data", "usr/share/buckle", event="keyboard typing"), max_clips=200,
@@ -320,7 +331,7 @@ SOURCES: tuple[Source, ...] = (
     Source("minetest-sfx", "minetest-data", "train", "event", _dir_events("minetest-data", "usr/share/games/minetest",
                                                              keep=lambda p: "/devtest/" not in p),
            tiny_clips=4),
-    Source("ufoai-sfx", "ufoai-sound", "train", "event", _zip_events("ufoai-sound", "**/*.pk3", "sound/")),
+    Source("ufoai-sfx", "ufoai-sound", "train", "event", _ufoai),
     Source("supertuxkart-sfx", "supertuxkart-data", "train", "event",
            _dir_events("supertuxkart-data", "usr/share/games/supertuxkart/data/sfx")),
     Source("supertuxkart-music", "supertuxkart-data", "train", "music",
