@@ -122,3 +122,23 @@ def test_cli_errors_and_stats(tiny, tmp_path, capsys):
     assert text.startswith(f"{summary['clips']} clips") and "by language" in text
     with open(os.path.join(out, "corpus.json")) as f:
         assert json.load(f)["subset"] == "tiny"
+
+
+def test_source_table():
+    names = [s.name for s in SOURCES]
+    assert len(set(names)) == len(names)
+    assert {s.split for s in SOURCES} == set(SPLITS)
+    assert all(s.kind in ("speech", "voice", "event", "music") and s.registry in ("deb", "pypi") for s in SOURCES)
+    tiny = get_sources("tiny")
+    assert tiny and all(s.tiny_clips > 0 for s in tiny) and {s.split for s in tiny} >= {"train", "eval_wer"}
+    with pytest.raises(ValueError, match="subset must be 'tiny' or 'full', got 'all'"):
+        get_sources("all")
+
+
+def test_missing_package_is_skipped_with_reason(tmp_path):
+    from uniaudio_rt.data.build import build_source
+    from uniaudio_rt.data.sources import Source
+
+    missing = Source("missing", "uniaudio-rt-no-such-package", "train", "event", lambda roots: iter(()))
+    state = build_source(missing, 5, str(tmp_path), str(tmp_path / "cache"), set(), progress=False)
+    assert state["clips"] == [] and "uniaudio-rt-no-such-package" in state["skipped"]
