@@ -31,7 +31,7 @@ TOP_FIELDS = ("transcription", "paralinguistics", "nonLinguisticEvents")
 _ALLOWED = {"age": AGES, "gender": GENDERS, "emotion": EMOTIONS}
 
 # vowel letters (Latin incl. accents, Cyrillic, Greek) for syllable counting of a transcript
-_VOWEL_GROUP = re.compile(r"[aeiouyàáâãäåæèéêëìíîïòóôõöøùúûüýÿœěůąęаеёиоуыэюяαεηιουω]+", re.IGNORECASE)
+_VOWEL_GROUP = re.compile(r"[aeiouyàáâãäåæèéêëìíîïòóôõöøùúûüýÿœěůąęаеёиоуыэюяіїєαεηιουω]+", re.IGNORECASE)
 
 
 class SAPError(ValueError):

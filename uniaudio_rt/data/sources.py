@@ -211,14 +211,19 @@ def _fillets(lang: str) -> Callable[[dict[str, str]], Iterator[Item]]:
 
 
 def _klettres(roots: dict[str, str]) -> Iterator[Item]:
-    """KLettres: LANG/alpha/*.ogg (letters) and LANG/syllab/*.ogg (syllables); the file name is the text."""
+    """KLettres: LANG/sounds.xml maps each LANG/{alpha,syllab}/*.ogg to the letter or syllable it
+    speaks, in the language's own script (``<sound name="Б" file="ru/alpha/be.ogg"/>``)."""
+    import xml.etree.ElementTree as ET
+
     base = os.path.join(roots["klettres-data"], "usr/share/klettres")
-    for p in _walk(base, "", (".ogg",)):
-        rel = os.path.relpath(p, base).split(os.sep)
-        if len(rel) != 3 or rel[1] not in ("alpha", "syllab"):
-            continue
-        text = re.sub(r"-\d+$", "", _stem(p))
-        yield Item("/".join(rel), ".ogg", _file_reader(p), "speech", transcript=text, language=rel[0])
+    for xml_path in sorted(glob.glob(os.path.join(base, "*", "sounds.xml"))):
+        lang = os.path.basename(os.path.dirname(xml_path))
+        for sound in ET.parse(xml_path).getroot().iter("sound"):
+            name, rel = (sound.get("name") or "").strip(), sound.get("file") or ""
+            path = os.path.join(base, rel)
+            if name and rel and os.path.exists(path):
+                yield Item(rel, os.path.splitext(rel)[1], _file_reader(path), "speech", transcript=name,
+                           language=lang.replace("_", "-"))
 
 
 def _openarena(roots: dict[str, str]) -> Iterator[Item]:
