@@ -93,12 +93,17 @@ def read_license(root: str, name: str, registry: str) -> str:
             return "unknown"
         names: list[str] = []
         with open(path, errors="replace") as f:
-            for line in f:
-                if line.startswith("License:"):
-                    lic = line.split(":", 1)[1].strip()
-                    if lic and lic not in names:
-                        names.append(lic)
-        return ", ".join(names) if names else "see copyright (free text)"
+            text = f.read()
+        for line in text.splitlines():
+            if line.startswith("License:"):
+                lic = line.split(":", 1)[1].strip()
+                if lic and lic not in names:
+                    names.append(lic)
+        if names:
+            return ", ".join(names)
+        # free-text copyright file: the license texts it points to
+        named = list(dict.fromkeys(re.findall(r"common-licenses/([A-Za-z0-9.+-]+?)['\"`,.]*(?:\s|$)", text)))
+        return (", ".join(named) + " (free-text copyright)") if named else "see copyright (free text)"
     for meta in glob.glob(os.path.join(root, "*.dist-info", "METADATA")):
         found: list[str] = []
         with open(meta, errors="replace") as f:
