@@ -147,8 +147,11 @@ def istft_ola_ref(x: Tensor, window: Tensor, hop: int, tail: Tensor, frames_befo
     nb = n_fft // 2 + 1
     mag = torch.clamp(torch.exp(x[:, :nb].float()), max=1e2)
     ph = torch.sin(x[:, nb:].float())
-    frames = torch.fft.irfft(torch.complex(mag * torch.cos(ph), mag * torch.sin(ph)).transpose(1, 2), n=n_fft)
-    frames = frames * window                                                           # (B, F, n_fft)
+    if x.shape[-1]:
+        frames = torch.fft.irfft(torch.complex(mag * torch.cos(ph), mag * torch.sin(ph)).transpose(1, 2), n=n_fft)
+        frames = frames * window                                                       # (B, F, n_fft)
+    else:  # a flush call: no new frames, only the tail is emitted
+        frames = torch.zeros(x.shape[0], 0, n_fft, device=x.device)
     b, n, _ = frames.shape
     length = n * hop + n_fft - hop
     buf = torch.zeros(b, length, dtype=frames.dtype, device=x.device)
@@ -209,6 +212,8 @@ def causal_conv1d_update_ref(x: Tensor, conv_state: Tensor, weight: Tensor, bias
     weight (C_out, C_in / groups, K) -> (y (B, C_out, L), new conv_state)."""
     _check_conv(x, conv_state, weight, bias, dilation, groups, activation)
     full = torch.cat([conv_state.to(x.dtype), x], dim=-1)
+    if x.shape[-1] == 0:
+        return x.new_zeros(x.shape[0], weight.shape[0], 0), conv_state.clone()
     y = F.conv1d(full, weight, bias, dilation=dilation, groups=groups)
     if activation == "silu":
         y = F.silu(y)
