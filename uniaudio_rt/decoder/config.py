@@ -11,6 +11,22 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 
+def _as_tuple(v):
+    return tuple(_as_tuple(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def _coerce(v, default, where: str):
+    """YAML gives lists for tuples and (YAML 1.1) strings for floats such as ``1e-06``."""
+    if isinstance(default, tuple) and isinstance(v, (list, tuple)):
+        return _as_tuple(v)
+    if isinstance(default, float) and isinstance(v, (str, int)) and not isinstance(v, bool):
+        try:
+            return float(v)
+        except ValueError:
+            raise ValueError(f"{where} must be a number, got {v!r}") from None
+    return v
+
+
 def _pick(cls, d: Mapping[str, Any], where: str):
     """Build dataclass ``cls`` from the keys of ``d`` that it knows; unknown keys are ignored
     (training-only options such as dropout), wrong types raise with the key name."""
@@ -18,7 +34,7 @@ def _pick(cls, d: Mapping[str, Any], where: str):
     kw = {}
     for k, v in d.items():
         if k in known and not k.startswith("_"):
-            kw[k] = v
+            kw[k] = _coerce(v, known[k].default, f"{where}.{k}")
     try:
         return cls(**kw)
     except TypeError as e:
