@@ -134,6 +134,8 @@ def prepare_state_dict(state: Mapping[str, Tensor], kind: str) -> dict[str, Tens
             continue
         if key.startswith("module."):
             key = key[len("module."):]
+        if kind == "hift" and key == "stft_window":
+            continue  # a fixed Hann window, rebuilt by the module (some exports save it)
         if kind == "hift":
             for old, new in HIFT_KEY_PREFIXES.items():
                 if key.startswith(old):
