@@ -34,8 +34,11 @@ from .hift import HiFTGenerator, SourceState
 class StreamConfig:
     prompt_tokens: int = 60         # flow prompt window (earlier tokens kept as prompt), in tokens
     encoder_left_blocks: int = 8    # encoder key/value cache, in blocks
-    hift_left: int = 24             # vocoder left context, in mel frames
-    hift_lookahead: int = 24        # vocoder right context (latency), in mel frames
+    # The public-size HiFT's receptive field is 13 mel frames each way (a change at frame t reaches
+    # t-13..t+13, t+-10 above 1e-6): 14 frames of context each way make the streamed waveform equal to the
+    # one-shot one to 1e-7 (docs/DECODER.md); the lookahead is the vocoder's latency (14 x 256 samples).
+    hift_left: int = 14             # vocoder left context, in mel frames
+    hift_lookahead: int = 14        # vocoder right context (latency), in mel frames
 
     def __post_init__(self):
         for name in ("prompt_tokens", "encoder_left_blocks", "hift_left", "hift_lookahead"):

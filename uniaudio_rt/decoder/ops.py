@@ -15,6 +15,8 @@ signal chunk by chunk gives the one-shot result.
 * ``cfg_euler_step(x, v_cond, v_uncond, dt, cfg_rate)``: x + dt * ((1 + r) v_cond - r v_uncond).
 * ``causal_conv1d_update(x, conv_state, weight, bias, dilation, groups, activation)``: a causal
   Conv1d over new samples given the last (K-1)*dilation input samples; returns the new state.
+  ``auto`` keeps the reference (oneDNN) on the CPU for 16+ new samples of a dense conv, where a GEMM
+  wins; the native kernel is for the streaming step (few samples) and depthwise convs.
 """
 
 from __future__ import annotations
@@ -242,6 +244,8 @@ def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Op
                          dilation: int = 1, groups: int = 1, activation: str = "none",
                          backend: str = "auto") -> tuple[Tensor, Tensor]:
     tensors = [x, conv_state, weight] + ([bias] if bias is not None else [])
+    if backend == "auto" and x.device.type == "cpu" and x.shape[-1] >= 16 and weight.shape[1] > 1:
+        backend = "ref"  # many steps of a dense conv: oneDNN's GEMM beats the direct kernel (bench/)
     if not _use_native(backend, *tensors):
         return causal_conv1d_update_ref(x, conv_state, weight, bias, dilation, groups, activation)
     _check_conv(x, conv_state, weight, bias, dilation, groups, activation)
