@@ -94,6 +94,8 @@ def flow_config_from_yaml(cfg: Mapping[str, Any]) -> FlowConfig:
     if enc.get("input_layer", "linear") != "linear" or enc.get("pos_enc_layer_type", "rel_pos_espnet") != "rel_pos_espnet":
         raise ValueError(f"flow.encoder input_layer={enc.get('input_layer')!r} / pos_enc_layer_type="
                          f"{enc.get('pos_enc_layer_type')!r} not supported (expected 'linear' / 'rel_pos_espnet')")
+    if enc.get("activation_type", "swish") != "swish":
+        raise ValueError(f"flow.encoder activation_type={enc['activation_type']!r} is not supported (expected 'swish')")
     block = "Block" in str(enc.get("__class__", "")) or enc.get("selfattention_layer_type") == "block_rel_selfattn"
     if not block:
         enc["block_size"] = 0  # plain ConformerEncoder: full attention
