@@ -17,12 +17,7 @@ from uniaudio_rt.decoder.loader import (fold_weight_norm, flow_config_from_yaml,
                                         load_into, prepare_state_dict, read_config)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the tiny models run faster on one thread
 
 
 def make_flow(seed=0, **kw):

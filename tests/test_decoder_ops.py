@@ -12,12 +12,7 @@ BACKENDS = ["ref"] + (["native"] if ops.native_available() else [])
 needs_native = pytest.mark.skipif(not ops.native_available(), reason="native extension not built")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the tiny models run faster on one thread
 
 
 def _f0(b, n, seed=0):

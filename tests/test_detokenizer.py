@@ -6,12 +6,7 @@ import torch
 from uniaudio_rt.decoder.detokenizer import Detokenizer, StreamConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the tiny models run faster on one thread
 
 
 def tokens(t, seed=0):

@@ -161,15 +161,9 @@ class FlowConfig:
         cfm = _pick(CFMConfig, {**{k: v for k, v in dec.items() if k in ("in_channels", "n_spks", "spk_emb_dim")},
                                 **cfm_params}, "flow.decoder")
         est = _pick(EstimatorConfig, dec.get("estimator", {}), "flow.decoder.estimator")
-        top = {k: v for k, v in flow.items() if not isinstance(v, Mapping)}
-        top["sample_rate"] = sample_rate
-        return _pick_flow(top, enc, lr, cfm, est)
-
-
-def _pick_flow(top, enc, lr, cfm, est) -> FlowConfig:
-    keep = ("input_size", "output_size", "spk_embed_dim", "vocab_size", "input_frame_rate", "sample_rate")
-    return FlowConfig(**{k: top[k] for k in keep if k in top}, encoder=enc, length_regulator=lr, cfm=cfm,
-                      estimator=est)
+        scalars = {k: v for k, v in flow.items() if k not in ("encoder", "length_regulator", "decoder")}
+        return _pick(cls, {**scalars, "sample_rate": sample_rate, "encoder": enc, "length_regulator": lr,
+                           "cfm": cfm, "estimator": est}, "flow")
 
 
 @dataclass
