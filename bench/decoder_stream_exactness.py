@@ -20,10 +20,10 @@ def main():
 
     t, centre = 64, 32
     mel = torch.randn(1, 80, t) * 0.5
-    a, _ = hift(mel, generator=torch.Generator().manual_seed(1), add_noise=False)
+    a, _ = hift.inference(mel, generator=torch.Generator().manual_seed(1), add_noise=False)
     bumped = mel.clone()
     bumped[:, :, centre] += 1.0
-    b, _ = hift(bumped, generator=torch.Generator().manual_seed(1), add_noise=False)
+    b, _ = hift.inference(bumped, generator=torch.Generator().manual_seed(1), add_noise=False)
     diff = (a - b).abs().view(t, up).amax(1)
     for thr in (0.0, 1e-6):
         idx = (diff > thr).nonzero().flatten()
@@ -31,7 +31,7 @@ def main():
 
     flow = FlowDecoder(FlowConfig.tiny())  # not used: the vocoder half only
     mel = torch.randn(1, 80, 90) * 0.5
-    one, _ = hift(mel, generator=torch.Generator().manual_seed(1), add_noise=False)
+    one, _ = hift.inference(mel, generator=torch.Generator().manual_seed(1), add_noise=False)
     print(f"{'left':>5s} {'lookahead':>9s} {'max |stream - one-shot|':>24s}")
     for left, ahead in [(14, 14), (10, 10), (6, 6)]:
         det = Detokenizer.__new__(Detokenizer)

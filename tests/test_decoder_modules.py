@@ -157,11 +157,21 @@ def test_flow_rejects_bad_tokens():
 def test_hift_shapes_and_determinism():
     hift = make_hift()
     mel = torch.randn(2, 16, 7, generator=torch.Generator().manual_seed(0))
-    wav, src = hift(mel, generator=torch.Generator().manual_seed(3))
+    wav, src = hift.inference(mel, generator=torch.Generator().manual_seed(3))
     assert wav.shape == (2, 7 * hift.cfg.upsample_factor) and src.shape == (2, 1, 7 * hift.cfg.upsample_factor)
     assert wav.abs().max() <= hift.cfg.audio_limit
-    wav2, _ = hift(mel, generator=torch.Generator().manual_seed(3))
+    wav2, _ = hift.inference(mel, generator=torch.Generator().manual_seed(3))
     assert torch.equal(wav, wav2)
+
+
+def test_hift_trains():
+    """Gradients flow through the vocoder (the ops use their differentiable references under autograd)."""
+    hift = make_hift().train()
+    mel = torch.randn(1, 16, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    wav, _ = hift(mel, generator=torch.Generator().manual_seed(1))
+    wav.pow(2).sum().backward()
+    assert mel.grad is not None and hift.conv_post.weight.grad.abs().sum() > 0
+    assert hift.m_source.l_linear.weight.grad is not None
 
 
 def test_hift_head_equals_torch_istft():
@@ -175,7 +185,7 @@ def test_hift_head_equals_torch_istft():
     mag, ph = torch.exp(x[:, :nb]).clamp(max=1e2), torch.sin(x[:, nb:])
     want = torch.istft(torch.complex(mag * torch.cos(ph), mag * torch.sin(ph)), n_fft, hop, n_fft,
                        window=hift.stft_window).clamp(-0.99, 0.99)
-    got, _ = hift(mel, cache_source=src)  # cache_source covering the whole signal fixes the source
+    got, _ = hift.inference(mel, cache_source=src)  # cache_source covering the whole signal fixes the source
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -221,8 +231,8 @@ def test_hift_round_trip_both_spellings_and_weight_norm(style, spelling):
     fresh = make_hift(seed=2)
     load_into(fresh, prepare_state_dict(sd, "hift"), "hift.pt")
     mel = torch.randn(1, 16, 4, generator=torch.Generator().manual_seed(0))
-    a, _ = hift(mel, generator=torch.Generator().manual_seed(1))
-    b, _ = fresh(mel, generator=torch.Generator().manual_seed(1))
+    a, _ = hift.inference(mel, generator=torch.Generator().manual_seed(1))
+    b, _ = fresh.inference(mel, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
@@ -363,8 +373,8 @@ def test_load_decoder_from_directory(tmp_path):
     noise = torch.randn(1, 16, flow.cfg.mel_frames(8), generator=torch.Generator().manual_seed(0))
     mel = flow.inference(tok, noise=noise)
     torch.testing.assert_close(flow2.inference(tok, noise=noise), mel)
-    a, _ = hift(mel, generator=torch.Generator().manual_seed(0))
-    b, _ = hift2(mel, generator=torch.Generator().manual_seed(0))
+    a, _ = hift.inference(mel, generator=torch.Generator().manual_seed(0))
+    b, _ = hift2.inference(mel, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     os.remove(tmp_path / "hift.pt")
     with pytest.raises(FileNotFoundError, match="hift.pt"):

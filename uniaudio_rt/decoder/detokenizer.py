@@ -96,7 +96,7 @@ class Detokenizer:
         """tokens (T,) or (B, T) -> wav (B, samples) at ``sample_rate``."""
         tokens = tokens[None] if tokens.dim() == 1 else tokens
         mel = self.flow.inference(tokens, prompt_tokens, prompt_feat, embedding, generator=generator)
-        return self.hift(mel, generator=generator)[0]
+        return self.hift.inference(mel, generator=generator)[0]
 
     # ------------------------------------------------------------------------- streaming
     def flow_state(self, batch: int = 1, device=None) -> FlowStreamState:

@@ -159,17 +159,23 @@ class HiFTGenerator(nn.Module):
             x = sum(self.resblocks[i * n_k + j](x) for j in range(n_k)) / n_k
         return self.conv_post(F.leaky_relu(x))  # default slope 0.01, as the public model
 
-    @torch.inference_mode()
     def forward(self, mel: Tensor, cache_source: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
                 add_noise: bool = True, backend: str = "auto") -> tuple[Tensor, Tensor]:
         """mel (B, 80, T) -> (wav (B, T * 256), source (B, 1, T * 256)). ``cache_source`` replaces the start
-        of the source (the official trick against glitches between chunks)."""
+        of the source (the official trick against glitches between chunks). Differentiable in the weights
+        and the mel (the ops fall back to their PyTorch references under autograd)."""
         if mel.dim() != 3 or mel.shape[1] != self.cfg.in_channels:
             raise ValueError(f"mel must be (batch, {self.cfg.in_channels}, frames), got {tuple(mel.shape)}")
         s, _ = self.source(mel, generator=generator, add_noise=add_noise, backend=backend)
         if cache_source is not None and cache_source.shape[-1]:
-            s[:, :, : cache_source.shape[-1]] = cache_source
+            s = torch.cat([cache_source.to(s), s[:, :, cache_source.shape[-1]:]], dim=-1)
         x = self.decode(mel, s)
         tail = torch.zeros(x.shape[0], self.cfg.n_fft - self.cfg.hop_len, device=x.device)
         wav, _ = ops.istft_ola(x, self.stft_window, self.cfg.hop_len, tail, 0, True, backend=backend)
         return wav.clamp(-self.cfg.audio_limit, self.cfg.audio_limit), s
+
+    @torch.inference_mode()
+    def inference(self, mel: Tensor, cache_source: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+                  add_noise: bool = True, backend: str = "auto") -> tuple[Tensor, Tensor]:
+        """``forward`` without autograd (the native kernels run)."""
+        return self.forward(mel, cache_source, generator, add_noise, backend)

@@ -2,7 +2,8 @@
 
 Every op ``foo`` sits next to ``foo_ref`` (the definition); ``foo`` runs the native C++ kernel
 (``uniaudio_rt._C``, OpenMP) for CPU float32 tensors when the extension is built, the CUDA kernel for
-CUDA tensors when the extension was built with CUDA, and ``foo_ref`` otherwise. Streaming state is
+CUDA tensors when the extension was built with CUDA, and ``foo_ref`` otherwise (also whenever an input requires grad: the kernels have no backward, the
+references are differentiable). Streaming state is
 explicit: each op takes the state of the previous chunk and returns the next one, and running a
 signal chunk by chunk gives the one-shot result.
 
@@ -49,10 +50,12 @@ def _use_native(backend: str, *tensors: Tensor) -> bool:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     dev = tensors[0].device.type
-    ok = native_available(dev) and all(t.dtype == torch.float32 for t in tensors)
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    ok = native_available(dev) and all(t.dtype == torch.float32 for t in tensors) and not grad
     if backend == "native" and not ok:
-        raise ValueError(f"backend='native' needs float32 tensors on a device the extension supports "
-                         f"(extension built: {_C is not None}, device: {dev}, dtypes: {[t.dtype for t in tensors]})")
+        raise ValueError(f"backend='native' needs float32 tensors without autograd on a device the extension "
+                         f"supports (extension built: {_C is not None}, device: {dev}, dtypes: "
+                         f"{[t.dtype for t in tensors]}, requires grad: {grad})")
     return ok and backend != "ref"
 
 
@@ -181,6 +184,8 @@ def _check_istft(x, window, hop, tail):
 
 def istft_ola(x: Tensor, window: Tensor, hop: int, tail: Tensor, frames_before: int = 0, is_last: bool = True,
               backend: str = "auto") -> tuple[Tensor, Tensor]:
+    if backend == "auto" and window.shape[0] > 128:
+        backend = "ref"  # the kernels keep one frame's bins on the stack (n_fft <= 128)
     if not _use_native(backend, x, window, tail):
         return istft_ola_ref(x, window, hop, tail, frames_before, is_last)
     _check_istft(x, window, hop, tail)
