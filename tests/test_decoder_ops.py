@@ -207,3 +207,13 @@ def test_causal_conv_rejects_bad_state():
 def test_backend_name_is_checked():
     with pytest.raises(ValueError, match="backend must be one of"):
         ops.cfg_euler_step(torch.zeros(1), torch.zeros(1), torch.zeros(1), 0.1, 0.7, backend="cuda")
+
+
+def test_autograd_uses_the_reference():
+    x = _head(1, 5, 16).requires_grad_()
+    out, _ = ops.istft_ola(x, torch.hann_window(16), 4, torch.zeros(1, 12))
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    if ops.native_available():
+        with pytest.raises(ValueError, match="requires grad: True"):
+            ops.istft_ola(x, torch.hann_window(16), 4, torch.zeros(1, 12), backend="native")
