@@ -376,6 +376,10 @@ def test_load_decoder_from_directory(tmp_path):
     a, _ = hift.inference(mel, generator=torch.Generator().manual_seed(0))
     b, _ = hift2.inference(mel, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    from uniaudio_rt.decoder.detokenizer import Detokenizer
+
+    det = Detokenizer.from_pretrained(str(tmp_path))
+    assert det(tok, generator=torch.Generator().manual_seed(0)).shape == (1, det.flow.cfg.mel_frames(8) * 32)
     os.remove(tmp_path / "hift.pt")
     with pytest.raises(FileNotFoundError, match="hift.pt"):
         load_decoder(str(tmp_path))

@@ -84,6 +84,21 @@ def test_stream_end_to_end():
     assert list(d.stream([])) == []
 
 
+def test_stream_with_full_attention_encoder_and_batch():
+    """block_size 0 (the plain ConformerEncoder): every chunk is encoded at once; batch of 2."""
+    from uniaudio_rt.decoder.config import FlowConfig, HiFTConfig
+    from uniaudio_rt.decoder.flow import FlowDecoder
+    from uniaudio_rt.decoder.hift import HiFTGenerator
+
+    torch.manual_seed(0)
+    d = Detokenizer(FlowDecoder(FlowConfig.tiny(block_size=0)), HiFTGenerator(HiFTConfig.tiny()),
+                    StreamConfig(prompt_tokens=8, hift_left=8, hift_lookahead=8))
+    tok = torch.randint(0, 50, (2, 20), generator=torch.Generator().manual_seed(1))
+    out = list(d.stream([tok[:, :7], tok[:, 7:8], tok[:, 8:]], generator=torch.Generator().manual_seed(0)))
+    wav = torch.cat(out, -1)
+    assert wav.shape == (2, d.flow.cfg.mel_frames(20) * 32) and torch.isfinite(wav).all()
+
+
 def test_stream_config_is_checked():
     with pytest.raises(ValueError, match="StreamConfig.hift_lookahead must be >= 0, got -1"):
         StreamConfig(hift_lookahead=-1)
