@@ -138,6 +138,8 @@ torch::Tensor vq_argmin_gpu(const torch::Tensor& x, const torch::Tensor& codes, 
 
 }  // namespace
 
+void register_decoder_ops(pybind11::module& m);  // decoder_ops/decoder_ops_bindings.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "uniaudio-rt native ops";
   m.def("pack_bf16", &pack_bf16, "codebook float32 (K, D) -> bf16 bits int16 (K, D padded to 32)");
@@ -152,6 +154,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     uniaudio::set_vq_cpu_path(name.c_str());
   }, "force a CPU search path ('auto' resets)");
   m.def("vq_cpu_fallback_rows", &uniaudio::vq_cpu_fallback_rows);
+  register_decoder_ops(m);
 #ifdef UNIAUDIO_RT_WITH_CUDA
   m.def("vq_argmin_gpu", &vq_argmin_gpu, "nearest code per row (CUDA)");
   m.attr("with_cuda") = true;

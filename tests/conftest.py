@@ -14,6 +14,15 @@ from real_audio import asterisk_dir  # noqa: E402
 torch.set_num_threads(2)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread (tiny models: less overhead and no fight over the shared cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def speech_dir():
     d = asterisk_dir()
