@@ -39,12 +39,13 @@ uniaudio::CodebookView view(const torch::Tensor& codes, const torch::Tensor& sq,
     v.codes_bf16 = reinterpret_cast<const uint16_t*>(bf16.data_ptr<int16_t>());
   }
   if (i16.numel()) {
-    TORCH_CHECK(i16.scalar_type() == torch::kInt16 && i16.dim() == 2 && i16.size(0) == k &&
+    const int64_t kp = uniaudio::i16_padded_codes(k);
+    TORCH_CHECK(i16.scalar_type() == torch::kInt16 && i16.dim() == 2 && i16.size(0) == kp &&
                     i16.size(1) == v.d_pad && i16.is_contiguous(),
-                "codes_i16 must be int16 (", k, ", ", v.d_pad, "), got ", i16.sizes());
-    TORCH_CHECK(i16_meta.scalar_type() == torch::kFloat32 && i16_meta.dim() == 2 && i16_meta.size(0) == k &&
-                    i16_meta.size(1) == 3 && i16_meta.is_contiguous(),
-                "i16_meta must be float32 (", k, ", 3), got ", i16_meta.sizes());
+                "codes_i16 must be int16 (", kp, ", ", v.d_pad, ") from pack_i16, got ", i16.sizes());
+    TORCH_CHECK(i16_meta.scalar_type() == torch::kFloat32 && i16_meta.dim() == 2 && i16_meta.size(0) == 5 &&
+                    i16_meta.size(1) == kp && i16_meta.is_contiguous(),
+                "i16_meta must be float32 (5, ", kp, ") from pack_i16, got ", i16_meta.sizes());
     v.codes_i16 = i16.data_ptr<int16_t>();
     v.i16_meta = i16_meta.data_ptr<float>();
   }
@@ -75,12 +76,11 @@ torch::Tensor pack_bf16(const torch::Tensor& codes) {
 std::tuple<torch::Tensor, torch::Tensor> pack_i16(const torch::Tensor& codes) {
   check_matrix(codes, "codebook");
   const int64_t k = codes.size(0), d = codes.size(1), dp = (d + 31) / 32 * 32;
-  auto q = torch::zeros({k, dp}, torch::kInt16);
-  auto meta = torch::empty({k, 3}, torch::kFloat32);
-  if (d <= uniaudio::kI16MaxDim)
-    uniaudio::quantize_i16_rows(codes.data_ptr<float>(), k, d, dp, q.data_ptr<int16_t>(), meta.data_ptr<float>());
-  else
-    return {torch::empty({0}, torch::kInt16), torch::empty({0})};
+  if (d > uniaudio::kI16MaxDim) return {torch::empty({0}, torch::kInt16), torch::empty({0})};
+  const int64_t kp = uniaudio::i16_padded_codes(k);
+  auto q = torch::zeros({kp, dp}, torch::kInt16);
+  auto meta = torch::empty({5, kp}, torch::kFloat32);
+  uniaudio::pack_codebook_i16(codes.data_ptr<float>(), k, d, dp, q.data_ptr<int16_t>(), meta.data_ptr<float>());
   return {q, meta};
 }
 
@@ -145,7 +145,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_bf16", &pack_bf16, "codebook float32 (K, D) -> bf16 bits int16 (K, D padded to 32)");
   m.def("vq_argmin", &vq_argmin, "nearest code per row (CPU)");
   m.def("gate_ln_vq", &gate_ln_vq, "fused SAE gate epilogue + LayerNorm + nearest code (CPU)");
-  m.def("pack_i16", &pack_i16, "codebook float32 (K, D) -> (int16 codes (K, D padded to 32), meta (K, 3))");
+  m.def("pack_i16", &pack_i16, "codebook float32 (K, D) -> (int16 screen codes (K padded to 24, D padded to 32), meta (5, K padded))");
   m.def("vq_cpu_path", &uniaudio::vq_cpu_path, "the CPU search path that runs now");
   m.def("vq_cpu_path_supported", [](const std::string& name) { return uniaudio::vq_cpu_path_supported(name.c_str()); });
   m.def("set_vq_cpu_path", [](const std::string& name) {

@@ -77,8 +77,8 @@ class Codebook:
     sq_norms: Tensor           # (K,)
     norms: Tensor              # (K,)
     codes_bf16: Tensor         # (K, D padded to 32) int16 bits, or empty
-    codes_i16: Tensor          # (K, D padded to 32) int16 quantized codes, or empty
-    i16_meta: Tensor           # (K, 3) scale, quantization error norm, quantized norm; or empty
+    codes_i16: Tensor          # int16 screen copy (K padded to 24, D padded to 32), interleaved; or empty
+    i16_meta: Tensor           # (5, K padded) scale, quantization error, quantized norm, ||c||^2, ||c||
 
     @classmethod
     def from_tensor(cls, codebook: Tensor) -> "Codebook":

@@ -17,17 +17,22 @@ struct CodebookView {
   const float* sq_norms;     // (k,)  ||c_k||^2
   const float* norms;        // (k,)  ||c_k||
   const uint16_t* codes_bf16;  // (k, d_pad) bf16 bits, rows zero-padded to d_pad (may be null)
-  const int16_t* codes_i16;    // (k, d_pad) codes quantized to [-kI16Max, kI16Max] (may be null)
-  const float* i16_meta;       // (k, 3): scale s (c ~ s q), ||c - s q||, ||s q||  (null with codes_i16)
+  const int16_t* codes_i16;    // int16 screen copy (pack_codebook_i16), or null
+  const float* i16_meta;       // (5, i16_padded_codes(k)) planar: scale, ||c - c^||, ||c^||, ||c||^2, ||c||
   int64_t k;
   int64_t d;
   int64_t d_pad;             // multiple of 32
 };
 
-// Quantization range of the int16 screen: with |q| <= 2047, the int32 sum of d / 8 products per
-// vector lane cannot overflow for d <= kI16MaxDim.
-constexpr int32_t kI16Max = 2047;
-constexpr int64_t kI16MaxDim = 4096;
+// int16 screen: vectors are quantized per vector to integers |q| <= i16_qmax(d_pad) (at most 2047,
+// fewer bits for wide vectors) so that a whole d_pad-long integer dot product fits in int32.
+constexpr int64_t kI16MaxDim = 16384;
+int32_t i16_qmax(int64_t d_pad);
+// Codes are packed in groups of 8, interleaved by pairs of dimensions ([pair][code][2] within a
+// group) so that one vpmaddwd yields 8 codes' partial sums; K is padded to a multiple of 24 with
+// codes that can never win (||c||^2 = inf).
+int64_t i16_padded_codes(int64_t k);
+void pack_codebook_i16(const float* codes, int64_t k, int64_t d, int64_t d_pad, int16_t* packed, float* meta);
 
 struct GateLNParams {
   const float* deep;         // (n, d)
@@ -43,7 +48,8 @@ struct GateLNParams {
 // CPU (OpenMP over rows). `y` may be null when only tokens are wanted.
 void gate_ln_vq_cpu(const GateLNParams& p, const CodebookView& cb, int64_t* tokens, float* y);
 void vq_argmin_cpu(const float* x, int64_t n, const CodebookView& cb, int64_t* tokens);
-// Quantize rows of `x` (n, d) for the int16 screen: q (n, d_pad) zero-padded, meta (n, 3) as above.
+// Quantize rows of `x` (n, d) for the int16 screen: q (n, d_pad) zero-padded; meta (n, 3): scale s
+// (x ~ s q), ||x - s q||, ||s q||.
 void quantize_i16_rows(const float* x, int64_t n, int64_t d, int64_t d_pad, int16_t* q, float* meta);
 // CPU search paths: "avx512bf16-screen", "avx2-int16-screen", "portable". vq_cpu_path() names the
 // one that runs (the fastest this CPU supports unless forced); set_vq_cpu_path("auto") resets.

@@ -250,7 +250,12 @@ struct RowState {
   inline void consider(float approx, float m, int64_t code) {
     const float lower = approx - m, up = approx + m;
     if (up < upper) upper = up;
-    if (lower > upper || overflow) return;
+    if (lower <= upper) add(lower, code);
+  }
+
+  // A code whose lower bound is not above the current upper bound.
+  inline void add(float lower, int64_t code) {
+    if (overflow) return;
     if (cand.size() == kMaxCandidates) {  // prune by the current upper bound
       const float u = upper;
       cand.erase(std::remove_if(cand.begin(), cand.end(),
@@ -371,65 +376,100 @@ void argmin_bf16_screen(const float* x, int64_t rows, const CodebookView& cb, in
 }
 
 // ---------------------------------------------------------------- AVX2 int16 screen
-// 4 rows x 3 codes of exact integer dot products over d_pad int16 elements.
+// 4 rows x 24 codes (3 packed groups of 8). Each step broadcasts one pair of a row's dimensions and
+// multiplies it with the same pair of 8 codes (vpmaddwd): the accumulators hold 8 codes' dot
+// products each, so no horizontal sums are needed.
 __attribute__((target("avx2,fma")))
-inline void idot4x3(const int16_t* const* xr, const int16_t* const* cr, int64_t d_pad, int32_t out[4][3]) {
-  __m256i acc[4][3];
+inline void idot4x24(const int16_t* const* xr, const int16_t* g0, int64_t group_stride, int64_t pairs,
+                     __m256i acc[4][3]) {
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 3; ++j) acc[i][j] = _mm256_setzero_si256();
-  for (int64_t t = 0; t < d_pad; t += 16) {
-    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cr[0] + t));
-    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cr[1] + t));
-    const __m256i b2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cr[2] + t));
+  const int16_t* g1 = g0 + group_stride;
+  const int16_t* g2 = g1 + group_stride;
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g0 + p * 16));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g1 + p * 16));
+    const __m256i b2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g2 + p * 16));
     for (int i = 0; i < 4; ++i) {
-      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr[i] + t));
+      int32_t pair;
+      std::memcpy(&pair, xr[i] + 2 * p, 4);
+      const __m256i a = _mm256_set1_epi32(pair);
       acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(a, b0));
       acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(a, b1));
       acc[i][2] = _mm256_add_epi32(acc[i][2], _mm256_madd_epi16(a, b2));
     }
   }
-  for (int i = 0; i < 4; ++i)
-    for (int j = 0; j < 3; ++j) {
-      __m128i v = _mm_add_epi32(_mm256_castsi256_si128(acc[i][j]), _mm256_extracti128_si256(acc[i][j], 1));
-      v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
-      v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
-      out[i][j] = _mm_cvtsi128_si32(v);
-    }
+}
+
+__attribute__((target("avx2,fma"))) inline float hmin256(__m256 v) {
+  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
 }
 
 __attribute__((target("avx2,fma")))
 void argmin_i16_screen(const float* x, int64_t rows, const CodebookView& cb, int64_t* out) {
-  constexpr int64_t kTile = 60;  // codes per tile (multiple of 3)
-  const int64_t d = cb.d, dp = cb.d_pad, K = cb.k;
+  constexpr int64_t kTile = 72;  // codes per tile (multiple of 24)
+  const int64_t d = cb.d, dp = cb.d_pad, K = cb.k, Kp = i16_padded_codes(cb.k), pairs = dp / 2;
+  const int64_t group_stride = dp * 8;
   std::vector<int16_t> xq(static_cast<size_t>(rows * dp));
   std::vector<float> xm(static_cast<size_t>(rows * 3));
   quantize_i16_rows(x, rows, d, dp, xq.data(), xm.data());
+  const float* sc = cb.i16_meta;           // code scale
+  const float* ec = cb.i16_meta + Kp;      // ||c - c^||
+  const float* qc = cb.i16_meta + 2 * Kp;  // ||c^||
+  const float* sq = cb.i16_meta + 3 * Kp;  // ||c||^2 (inf for padding codes)
+  const float* nc = cb.i16_meta + 4 * Kp;  // ||c||
   // float rounding of the int32 -> float conversion, the scale product and the distance arithmetic
-  const float eps = 16.0f * std::ldexp(1.0f, -24);
-  const float slack = 1.0f + 1e-5f;
+  const __m256 eps = _mm256_set1_ps(16.0f * std::ldexp(1.0f, -24));
+  const __m256 slack = _mm256_set1_ps(1.0f + 1e-5f), two = _mm256_set1_ps(2.0f);
   std::vector<RowState> st(rows);
   for (auto& s : st) s.cand.reserve(kMaxCandidates);
-  int32_t dots[4][3];
-  for (int64_t k0 = 0; k0 < K; k0 += kTile) {
-    const int64_t k1 = std::min(K, k0 + kTile);
+  __m256i acc[4][3];
+  alignas(32) float low[8];
+  for (int64_t k0 = 0; k0 < Kp; k0 += kTile) {
+    const int64_t k1 = std::min(Kp, k0 + kTile);
     for (int64_t r0 = 0; r0 < rows; r0 += 4) {
       const int16_t* xr[4];
       for (int i = 0; i < 4; ++i) xr[i] = xq.data() + std::min(r0 + i, rows - 1) * dp;
-      for (int64_t k = k0; k < k1; k += 3) {
-        const int16_t* cr[3];
-        for (int j = 0; j < 3; ++j) cr[j] = cb.codes_i16 + std::min(k + j, K - 1) * dp;
-        idot4x3(xr, cr, dp, dots);
+      for (int64_t k = k0; k < k1; k += 24) {
+        idot4x24(xr, cb.codes_i16 + (k / 8) * group_stride, group_stride, pairs, acc);
+        __m256 vsc[3], vec[3], vqc[3], vsq[3], vnc[3];
+        for (int j = 0; j < 3; ++j) {
+          vsc[j] = _mm256_loadu_ps(sc + k + 8 * j);
+          vec[j] = _mm256_loadu_ps(ec + k + 8 * j);
+          vqc[j] = _mm256_loadu_ps(qc + k + 8 * j);
+          vsq[j] = _mm256_loadu_ps(sq + k + 8 * j);
+          vnc[j] = _mm256_loadu_ps(nc + k + 8 * j);
+        }
         for (int i = 0; i < 4 && r0 + i < rows; ++i) {
           const float* mx = xm.data() + (r0 + i) * 3;  // scale, ||x - x^||, ||x^||
+          const __m256 sx = _mm256_set1_ps(mx[0]), ex = _mm256_set1_ps(mx[1]), qx = _mm256_set1_ps(mx[2]);
+          __m256 lower[3], upper_min = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+          for (int j = 0; j < 3; ++j) {
+            const __m256 dot = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[i][j]), _mm256_mul_ps(sx, vsc[j]));
+            const __m256 approx = _mm256_fnmadd_ps(two, dot, vsq[j]);
+            // 2 (||x^|| ||c - c^|| + ||x - x^|| ||c||) + eps (||c||^2 + 2 ||x^|| ||c^||)
+            __m256 m = _mm256_mul_ps(two, _mm256_fmadd_ps(qx, vec[j], _mm256_mul_ps(ex, vnc[j])));
+            m = _mm256_fmadd_ps(eps, _mm256_fmadd_ps(vnc[j], vnc[j], _mm256_mul_ps(two, _mm256_mul_ps(qx, vqc[j]))), m);
+            m = _mm256_mul_ps(m, slack);
+            lower[j] = _mm256_sub_ps(approx, m);
+            upper_min = _mm256_min_ps(upper_min, _mm256_add_ps(approx, m));
+          }
           RowState& s = st[r0 + i];
-          for (int j = 0; j < 3 && k + j < k1; ++j) {
-            const int64_t code = k + j;
-            const float* mc = cb.i16_meta + code * 3;
-            const float dot = static_cast<float>(dots[i][j]) * (mx[0] * mc[0]);
-            const float approx = cb.sq_norms[code] - 2.0f * dot;
-            const float cn = cb.norms[code];
-            const float m = (2.0f * (mx[2] * mc[1] + mx[1] * cn) + eps * (cn * cn + 2.0f * mx[2] * mc[2])) * slack;
-            s.consider(approx, m, code);
+          s.upper = std::min(s.upper, hmin256(upper_min));
+          const __m256 u = _mm256_set1_ps(s.upper);
+          for (int j = 0; j < 3; ++j) {
+            int mask = _mm256_movemask_ps(_mm256_cmp_ps(lower[j], u, _CMP_LE_OQ));
+            if (!mask) continue;
+            _mm256_store_ps(low, lower[j]);
+            while (mask) {
+              const int lane = __builtin_ctz(mask);
+              mask &= mask - 1;
+              const int64_t code = k + 8 * j + lane;
+              if (code < K) s.add(low[lane], code);
+            }
           }
         }
       }
@@ -462,11 +502,12 @@ void quantize_i16_rows(const float* x, int64_t n, int64_t d, int64_t d_pad, int1
     int16_t* qr = q + r * d_pad;
     float amax = 0.0f;
     for (int64_t i = 0; i < d; ++i) amax = std::max(amax, std::fabs(xr[i]));
-    const float scale = (amax > 0.0f && std::isfinite(amax)) ? amax / static_cast<float>(kI16Max) : 1.0f;
+    const float qmax = static_cast<float>(i16_qmax(d_pad));
+    const float scale = (amax > 0.0f && std::isfinite(amax)) ? amax / qmax : 1.0f;
     double err = 0.0, qn = 0.0;
     for (int64_t i = 0; i < d; ++i) {
       float v = std::nearbyint(xr[i] / scale);
-      v = std::isfinite(v) ? std::min(std::max(v, -static_cast<float>(kI16Max)), static_cast<float>(kI16Max)) : 0.0f;
+      v = std::isfinite(v) ? std::min(std::max(v, -qmax), qmax) : 0.0f;
       qr[i] = static_cast<int16_t>(v);
       const double back = static_cast<double>(scale) * v;
       err += (xr[i] - back) * (xr[i] - back);
@@ -476,6 +517,40 @@ void quantize_i16_rows(const float* x, int64_t n, int64_t d, int64_t d_pad, int1
     meta[r * 3 + 0] = scale;  // the norms are bounds: rounded up a little
     meta[r * 3 + 1] = static_cast<float>(std::sqrt(err) * (1.0 + 1e-6));
     meta[r * 3 + 2] = static_cast<float>(std::sqrt(qn) * (1.0 + 1e-6));
+  }
+}
+
+int32_t i16_qmax(int64_t d_pad) {
+  const double q = std::floor(std::sqrt(2147483647.0 / static_cast<double>(std::max<int64_t>(d_pad, 1))));
+  return static_cast<int32_t>(std::min(2047.0, q));
+}
+
+int64_t i16_padded_codes(int64_t k) { return (k + 23) / 24 * 24; }
+
+void pack_codebook_i16(const float* codes, int64_t k, int64_t d, int64_t d_pad, int16_t* packed, float* meta) {
+  const int64_t kp = i16_padded_codes(k);
+  std::vector<int16_t> q(static_cast<size_t>(d_pad));
+  float m[3];
+  for (int64_t c = 0; c < kp; ++c) {
+    if (c < k) {
+      quantize_i16_rows(codes + c * d, 1, d, d_pad, q.data(), m);
+    } else {
+      std::fill(q.begin(), q.end(), 0);
+      m[0] = m[1] = m[2] = 0.0f;
+    }
+    int16_t* g = packed + (c / 8) * d_pad * 8;
+    const int64_t lane = c % 8;
+    for (int64_t p = 0; p < d_pad / 2; ++p) {
+      g[p * 16 + lane * 2] = q[2 * p];
+      g[p * 16 + lane * 2 + 1] = q[2 * p + 1];
+    }
+    double sq = 0.0;
+    for (int64_t i = 0; c < k && i < d; ++i) sq += static_cast<double>(codes[c * d + i]) * codes[c * d + i];
+    meta[c] = m[0];
+    meta[kp + c] = m[1];
+    meta[2 * kp + c] = m[2];
+    meta[3 * kp + c] = c < k ? static_cast<float>(sq) : std::numeric_limits<float>::infinity();
+    meta[4 * kp + c] = c < k ? static_cast<float>(std::sqrt(sq)) : 0.0f;
   }
 }
 
