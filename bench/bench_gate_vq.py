@@ -51,7 +51,10 @@ def main():
     torch.set_num_threads(args.threads)
     if ops._C is None:
         raise SystemExit("the native extension is not built (pip install --no-build-isolation -e .)")
-    peak32, peak16 = gemm_peak(torch.float32), gemm_peak(torch.bfloat16)
+    from uniaudio_rt.runtime import cpu_has_native_bf16
+
+    peak32 = gemm_peak(torch.float32)
+    peak16 = gemm_peak(torch.bfloat16) if cpu_has_native_bf16() else float("nan")  # emulated: no roofline
     g = torch.Generator().manual_seed(0)
     shapes = [("public", 750, 1280, 8192, None)]
     try:

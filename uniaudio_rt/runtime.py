@@ -12,6 +12,16 @@ from .models.encoder import WhisperVQEncoder
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when this x86 CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = f.read()
+    except OSError:
+        return True  # not Linux: cannot tell, do not warn
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 @torch.no_grad()
 def prepare_for_inference(model: WhisperVQEncoder, precision: str = "fp32") -> WhisperVQEncoder:
     """Turn a (loaded) encoder into the tokenization runtime, in place.
@@ -36,6 +46,10 @@ def prepare_for_inference(model: WhisperVQEncoder, precision: str = "fp32") -> W
         if layer.self_attn.qkv_proj is None:
             layer.self_attn.fuse_qkv()
     if precision == "bf16":
+        if model.codebook is not None and model.codebook.weight.device.type == "cpu" and not cpu_has_native_bf16():
+            warnings.warn("precision='bf16' on a CPU without AVX-512 BF16 or AMX: bfloat16 matmuls are emulated "
+                          "and usually slower than fp32 here; use precision='int8' or 'fp32'", RuntimeWarning,
+                          stacklevel=2)
         for layer in model.layers:
             layer.to(torch.bfloat16)
             layer.compute_dtype = torch.bfloat16
