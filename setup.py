@@ -24,7 +24,9 @@ def native_extensions():
         print("setup.py: torch not importable at build time; building without native ops "
               "(install torch first and use --no-build-isolation)")
         return [], {}
-    cpp = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+    # csrc/tests/ holds stand-alone C++ programs (CMakeLists.txt), not extension sources
+    cpp = sorted(p for p in glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True)
+                 if not p.startswith(os.path.join("csrc", "tests", "")))
     if not cpp:
         return [], {}
     cu = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
