@@ -1,0 +1,119 @@
+"""`uniaudio-rt detokenize` and `uniaudio-rt reconstruct`: tokens (or audio) back to a waveform.
+
+No trained default decoder ships yet, so both commands need ``--decoder DIR``: a decoder directory
+in the public layout (``config.yaml``, ``flow.pt``, ``hift.pt``; GLM-4-Voice / UniAudio-Token family).
+The decoder must have been trained on the same tokenizer's tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def _read_tokens(path: str) -> list[list[int]]:
+    """tokens.json ({"tokens": {name: [...]}} from `tokenize`, or a bare list), .jsonl, or .npy."""
+    if path.endswith(".npy"):
+        arr = np.load(path)
+        if arr.ndim != 1:
+            raise ValueError(f"{path}: expected a 1-D token array, got shape {arr.shape}")
+        return [arr.astype(np.int64).tolist()]
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        data = json.loads(text)
+        items = [data]
+    except json.JSONDecodeError:
+        items = [json.loads(line) for line in text.splitlines() if line.strip()]
+    out = []
+    for item in items:
+        if isinstance(item, dict) and "tokens" in item:
+            t = item["tokens"]
+            out.extend(t.values() if isinstance(t, dict) else [t])
+        elif isinstance(item, list):
+            out.append(item)
+        else:
+            raise ValueError(f"{path}: expected a token list or the JSON written by `uniaudio-rt tokenize`")
+    for seq in out:
+        if not seq or not all(isinstance(v, int) and v >= 0 for v in seq):
+            raise ValueError(f"{path}: token sequences must be non-empty lists of non-negative integers")
+    return out
+
+
+def _load_decoder(args):
+    from .detokenizer import Detokenizer
+
+    if not os.path.isdir(args.decoder):
+        raise ValueError(f"--decoder {args.decoder!r} is not a directory (expected config.yaml, flow.pt, hift.pt)")
+    return Detokenizer.from_pretrained(args.decoder)
+
+
+def _write(wav, rate: int, path: str) -> None:
+    import soundfile as sf
+
+    sf.write(path, np.asarray(wav, dtype=np.float32).reshape(-1), rate, subtype="PCM_16")
+
+
+def _synthesize(det, tokens: list[int], seed: int):
+    import torch
+
+    vocab = det.flow.cfg.vocab_size
+    if max(tokens) >= vocab:
+        raise ValueError(f"token {max(tokens)} is outside the decoder's vocabulary of {vocab}")
+    g = torch.Generator().manual_seed(seed)
+    return det(torch.tensor(tokens, dtype=torch.long), generator=g)[0].numpy()
+
+
+def cmd_detokenize(args) -> int:
+    seqs = _read_tokens(args.tokens)
+    if len(seqs) > 1 and not os.path.isdir(args.output):
+        raise ValueError(f"{args.tokens} holds {len(seqs)} sequences: -o must be an existing directory")
+    det = _load_decoder(args)
+    for i, seq in enumerate(seqs):
+        path = args.output if len(seqs) == 1 else os.path.join(args.output, f"{i:05d}.wav")
+        _write(_synthesize(det, seq, args.seed), det.sample_rate, path)
+        print(f"{path}: {len(seq)} tokens -> {len(seq) / 25:.2f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    from ..tokenizer import Tokenizer
+
+    tok = Tokenizer.from_pretrained(args.model) if args.model else Tokenizer.from_pretrained()
+    det = _load_decoder(args)
+    tokens = tok.encode(args.input)
+    if not tokens:
+        raise ValueError(f"{args.input}: no tokens (audio shorter than one token)")
+    _write(_synthesize(det, tokens, args.seed), det.sample_rate, args.output)
+    print(f"{args.output}: {len(tokens)} tokens", file=sys.stderr)
+    return 0
+
+
+def _clean_errors(func):
+    def run(args) -> int:
+        try:
+            return func(args)
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    return run
+
+
+def add_subparser(sub) -> None:
+    p = sub.add_parser("detokenize", help="tokens (JSON from `tokenize`, .jsonl or .npy) -> wav",
+                       description=__doc__)
+    p.add_argument("tokens", help="tokens.json / .jsonl / .npy")
+    p.add_argument("-o", "--output", required=True, help="output .wav (a directory for several sequences)")
+    p.add_argument("--decoder", required=True, help="decoder directory: config.yaml, flow.pt, hift.pt")
+    p.add_argument("--seed", type=int, default=0, help="flow-matching noise seed")
+    p.set_defaults(func=_clean_errors(cmd_detokenize))
+    p = sub.add_parser("reconstruct", help="audio -> tokens -> audio", description=__doc__)
+    p.add_argument("input", help="audio file")
+    p.add_argument("-o", "--output", required=True, help="output .wav")
+    p.add_argument("--model", default=None, help="tokenizer checkpoint directory (default: the shipped one)")
+    p.add_argument("--decoder", required=True, help="decoder directory: config.yaml, flow.pt, hift.pt")
+    p.add_argument("--seed", type=int, default=0, help="flow-matching noise seed")
+    p.set_defaults(func=_clean_errors(cmd_reconstruct))
