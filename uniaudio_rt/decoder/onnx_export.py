@@ -1,0 +1,264 @@
+"""Decoder (tokens -> wav) to ONNX with explicit streaming state, and an ONNX Runtime streaming runner.
+
+``export_decoder(det_or_dir, out_dir)`` writes six graphs (dynamo exporter, weights embedded) and
+``decoder.json``; ``OrtDetokenizer(out_dir).stream(chunks)`` drives them the way a C++ host would and
+reproduces ``Detokenizer.stream()`` (same tokens, same random draws -> same audio to ~1e-4).
+
+    flow_encoder.onnx     tokens (B, n) int64, k_cache, v_cache (L, B, H, C, d_k)
+                          -> h (B, n, D), k_out, v_out (L, B, H, C + n, d_k); C a multiple of the block size
+    flow_condition.onnx   h (B, W, D) window, cond (B, 80, F) prompt mel padded with zeros, embedding (B, E)
+                          -> mu (B, 80, F), spks (B, 80)
+    flow_estimator.onnx   x, mu, cond (B, 80, F), spks (B, 80), t (1,), dt (1,) -> x_next (B, 80, F)
+                          (one Euler step, classifier-free guidance batch and combine inside)
+    hift_f0.onnx          mel (B, 80, W) -> f0 (B, W)
+    hift_source.onnx      f0 (B, F), phase, phase_offset (B, H+1) float64, noise (B, H+1, F*up)
+                          -> source (B, 1, F*up), phase_out (B, H+1) float64
+    hift_decode.onnx      mel (B, 80, W), source (B, 1, W*up) -> frames (B, W*up/hop + 1, n_fft)
+                          (windowed inverse-DFT frames; the host overlap-adds them)
+
+What the host does around the graphs (all cheap, shape bookkeeping and adds): keep pending tokens of
+an incomplete block, trim the key/value caches to ``encoder_left_blocks`` blocks, keep the prompt
+window (h and generated mel), draw the noises, loop the Euler steps over ``t_span``, pick the vocoder
+window and the settled frames, and overlap-add the iSTFT frames with the window-square normalisation
+(``overlap_add`` below, the numpy twin of ops.istft_ola_ref).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Iterable, Iterator, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .detokenizer import Detokenizer, StreamConfig
+from .flow import FlowDecoder, t_schedule
+from .hift import HiFTGenerator
+
+SIDECAR = "decoder.json"
+FORMAT = "uniaudio-rt-onnx-decoder/1"
+GRAPHS = {
+    "flow_encoder": (["tokens", "k_cache", "v_cache"], ["h", "k_out", "v_out"]),
+    "flow_condition": (["h", "cond", "embedding"], ["mu", "spks"]),
+    "flow_estimator": (["x", "mu", "cond", "spks", "t", "dt"], ["x_next"]),
+    "hift_f0": (["mel"], ["f0"]),
+    "hift_source": (["f0", "phase", "phase_offset", "noise"], ["source", "phase_out"]),
+    "hift_decode": (["mel", "source"], ["frames"]),
+}
+
+
+# ----------------------------------------------------------------------------- graph modules
+class FlowEncoderStep(nn.Module):
+    """Token chunk + stacked per-layer key/value caches -> encoder outputs + the grown caches."""
+
+    def __init__(self, flow: FlowDecoder):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, tokens: Tensor, k_cache: Tensor, v_cache: Tensor):
+        flow = self.flow
+        caches = [(k_cache[i], v_cache[i]) for i in range(k_cache.shape[0])]
+        h, kv = flow.encoder(flow.input_embedding(tokens.clamp(min=0)), offset=k_cache.shape[3], kv_caches=caches)
+        return h, torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
+
+
+class FlowCondition(nn.Module):
+    """Encoder outputs of the window -> mu at mel rate (length = cond's), and the speaker projection."""
+
+    def __init__(self, flow: FlowDecoder):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, h: Tensor, cond: Tensor, embedding: Tensor):
+        flow = self.flow
+        mu = flow.length_regulator(flow.encoder_proj(h), cond.shape[-1]).transpose(1, 2)
+        spks = flow.spk_embed_affine_layer(F.normalize(embedding, dim=1))
+        return mu, spks
+
+
+class FlowEstimatorStep(nn.Module):
+    """One Euler step of ConditionalCFM: conditional and unconditional velocity in one 2B batch, then
+    x + dt ((1 + r) v_cond - r v_uncond)."""
+
+    def __init__(self, flow: FlowDecoder):
+        super().__init__()
+        self.estimator = flow.decoder.estimator
+        self.rate = float(flow.cfg.cfm.inference_cfg_rate)
+
+    def forward(self, x: Tensor, mu: Tensor, cond: Tensor, spks: Tensor, t: Tensor, dt: Tensor):
+        if self.rate > 0:
+            z = torch.zeros_like
+            v = self.estimator(torch.cat([x, x]), torch.cat([mu, z(mu)]), t, torch.cat([spks, z(spks)]),
+                               torch.cat([cond, z(cond)]))
+            v_cond, v_uncond = v.chunk(2)
+            return x + dt * ((1.0 + self.rate) * v_cond - self.rate * v_uncond)
+        return x + dt * self.estimator(x, mu, t, spks, cond)
+
+
+class HiFTF0(nn.Module):
+    def __init__(self, hift: HiFTGenerator):
+        super().__init__()
+        self.f0_predictor = hift.f0_predictor
+
+    def forward(self, mel: Tensor):
+        return self.f0_predictor(mel)
+
+
+class HiFTSource(nn.Module):
+    """NSF source with explicit phase state and noise (ops.nsf_sine_source_ref + noise + l_linear + tanh)."""
+
+    def __init__(self, hift: HiFTGenerator):
+        super().__init__()
+        self.cfg, self.l_linear = hift.cfg, hift.m_source.l_linear
+
+    def forward(self, f0: Tensor, phase: Tensor, phase_offset: Tensor, noise: Tensor):
+        c = self.cfg
+        up = c.upsample_factor
+        harmonics = torch.arange(1, phase.shape[1] + 1, device=f0.device, dtype=torch.float64)
+        inc = f0.double()[:, None, :] * harmonics[None, :, None] / c.sampling_rate
+        start = phase[:, :, None] + up * (torch.cumsum(inc, -1) - inc)
+        k = torch.arange(1, up + 1, device=f0.device, dtype=torch.float64)
+        cycles = start[..., None] + inc[..., None] * k
+        cycles = cycles - torch.floor(cycles)
+        uv = (f0 > c.nsf_voiced_threshold).to(torch.float32)[:, None, :, None]
+        sine = c.nsf_alpha * torch.sin(2 * math.pi * cycles + phase_offset[:, :, None, None]).float() * uv
+        b, h, n = inc.shape
+        new_phase = phase + up * inc.sum(-1)
+        new_phase = new_phase - torch.floor(new_phase)
+        uv = uv.expand(b, 1, n, up).reshape(b, 1, n * up)
+        sine = sine.reshape(b, h, n * up)
+        sine = sine + (uv * c.nsf_sigma + (1 - uv) * c.nsf_alpha / 3) * noise
+        return torch.tanh(self.l_linear(sine.transpose(1, 2))).transpose(1, 2), new_phase
+
+
+class HiFTDecode(nn.Module):
+    """HiFTGenerator.decode with the STFT and the inverse DFT as convolutions/matmuls by fixed bases,
+    then the synthesis window: mel + source -> windowed time frames (B, frames, n_fft)."""
+
+    def __init__(self, hift: HiFTGenerator):
+        super().__init__()
+        self.hift = hift
+        c = hift.cfg
+        n, nb = c.n_fft, c.n_fft // 2 + 1
+        w = hift.stft_window.double()
+        kn = torch.arange(nb, dtype=torch.float64)[:, None] * torch.arange(n, dtype=torch.float64)[None] * 2 * math.pi / n
+        self.register_buffer("stft_basis", torch.cat([w * kn.cos(), -w * kn.sin()])[:, None].float(), persistent=False)
+        scale = torch.full((nb, 1), 2.0, dtype=torch.float64)
+        scale[0] = scale[-1] = 1.0                    # irfft: DC and Nyquist once, their imaginary parts ignored
+        self.register_buffer("icos", (scale * kn.cos() * w / n).float(), persistent=False)
+        sin_part = -scale * kn.sin() * w / n
+        sin_part[0] = sin_part[-1] = 0.0
+        self.register_buffer("isin", sin_part.float(), persistent=False)
+
+    def forward(self, mel: Tensor, source: Tensor):
+        hift, c = self.hift, self.hift.cfg
+        s = F.conv1d(F.pad(source, (c.n_fft // 2, c.n_fft // 2), mode="reflect"), self.stft_basis, stride=c.hop_len)
+        x = hift.conv_pre(mel)
+        n_k = len(c.resblock_kernel_sizes)
+        for i, up in enumerate(hift.ups):
+            x = up(F.leaky_relu(x, c.lrelu_slope))
+            if i == len(hift.ups) - 1:
+                x = F.pad(x, (1, 0), mode="reflect")
+            x = x + hift.source_resblocks[i](hift.source_downs[i](s))
+            x = sum(hift.resblocks[i * n_k + j](x) for j in range(n_k)) / n_k
+        x = hift.conv_post(F.leaky_relu(x))
+        nb = c.n_fft // 2 + 1
+        mag = torch.clamp(torch.exp(x[:, :nb]), max=1e2)
+        ph = torch.sin(x[:, nb:])
+        re, im = (mag * torch.cos(ph)).transpose(1, 2), (mag * torch.sin(ph)).transpose(1, 2)
+        return re @ self.icos + im @ self.isin
+
+
+# ----------------------------------------------------------------------------- export
+def _as_detokenizer(det_or_dir: Union[Detokenizer, str]) -> Detokenizer:
+    if isinstance(det_or_dir, Detokenizer):
+        return det_or_dir
+    if isinstance(det_or_dir, (str, os.PathLike)):
+        return Detokenizer.from_pretrained(str(det_or_dir))
+    raise TypeError(f"det_or_dir must be a Detokenizer or a decoder directory, got {type(det_or_dir).__name__}")
+
+
+def _export(module: nn.Module, args: tuple, path: str, name: str, dynamic_shapes, opset: int) -> None:
+    inputs, outputs = GRAPHS[name]
+    with torch.no_grad():
+        torch.onnx.export(module.eval(), args, path, dynamo=True, opset_version=opset, external_data=False,
+                          dynamic_shapes=dynamic_shapes, input_names=inputs, output_names=outputs)
+
+
+def export_decoder(det_or_dir: Union[Detokenizer, str], out_dir: str, opset: int = 18) -> str:
+    """Write the six decoder graphs + decoder.json into ``out_dir``; returns out_dir."""
+    if opset < 18:
+        raise ValueError(f"opset must be >= 18 for the dynamo exporter, got {opset}")
+    det = _as_detokenizer(det_or_dir)
+    flow, hift = det.flow.eval(), det.hift.eval()
+    fc, hc, sc = flow.cfg, hift.cfg, det.stream_config
+    ec = fc.encoder
+    block = ec.block_size or 1
+    n_layers, heads, d_k = ec.num_blocks, ec.attention_heads, ec.output_size // ec.attention_heads
+    os.makedirs(out_dir, exist_ok=True)
+    Dim = torch.export.Dim
+    batch = Dim("batch", min=1, max=64)
+    b = 2
+    m, mel_bins = fc.output_size, fc.output_size
+    path = lambda name: os.path.join(out_dir, name + ".onnx")  # noqa: E731
+
+    # flow encoder: tokens of any count; the cache a whole number of blocks (0 allowed)
+    n_tok = Dim("tokens", min=1, max=4096)
+    cache = block * Dim("cache_blocks", min=0, max=1024) if block > 1 else Dim("cache", min=0, max=4096)
+    kv = torch.randn(n_layers, b, heads, 2 * block, d_k)
+    _export(FlowEncoderStep(flow), (torch.randint(0, fc.vocab_size, (b, 3 * block + 1)), kv, kv.clone()),
+            path("flow_encoder"), "flow_encoder",
+            ({0: batch, 1: n_tok}, {1: batch, 3: cache}, {1: batch, 3: cache}), opset)
+    window = Dim("window", min=1, max=8192)
+    frames = Dim("frames", min=1, max=16384)
+    _export(FlowCondition(flow), (torch.randn(b, 7, ec.output_size), torch.randn(b, m, 15), torch.randn(b, fc.spk_embed_dim)),
+            path("flow_condition"), "flow_condition", ({0: batch, 1: window}, {0: batch, 2: frames}, {0: batch}), opset)
+    x = torch.randn(b, m, 15)
+    _export(FlowEstimatorStep(flow), (x, x.clone(), x.clone(), torch.randn(b, m), torch.tensor([0.3]), torch.tensor([0.2])),
+            path("flow_estimator"), "flow_estimator",
+            ({0: batch, 2: frames}, {0: batch, 2: frames}, {0: batch, 2: frames}, {0: batch}, None, None), opset)
+    up, h1 = hc.upsample_factor, hc.nb_harmonics + 1
+    mel_frames = Dim("mel_frames", min=2, max=16384)
+    _export(HiFTF0(hift), (torch.randn(b, hc.in_channels, 9),), path("hift_f0"), "hift_f0", ({0: batch, 2: mel_frames},),
+            opset)
+    src_frames = Dim("source_frames", min=1, max=16384)
+    _export(HiFTSource(hift), (torch.rand(b, 9) * 300, torch.rand(b, h1, dtype=torch.float64),
+                               torch.rand(b, h1, dtype=torch.float64), torch.randn(b, h1, 9 * up)),
+            path("hift_source"), "hift_source",
+            ({0: batch, 1: src_frames}, {0: batch}, {0: batch}, {0: batch, 2: up * src_frames}), opset)
+    _export(HiFTDecode(hift), (torch.randn(b, hc.in_channels, 9), torch.randn(b, 1, 9 * up)), path("hift_decode"),
+            "hift_decode", ({0: batch, 2: mel_frames}, {0: batch, 2: up * mel_frames}), opset)
+
+    t_span = t_schedule(fc.cfm.n_timesteps, fc.cfm.t_scheduler).tolist()
+    sidecar = {
+        "format": FORMAT, "opset": opset,
+        "sample_rate": hc.sampling_rate, "token_rate": fc.input_frame_rate, "mel_bins": mel_bins,
+        "hop_length": fc.hop_length, "mel_sample_rate": fc.sample_rate, "vocab_size": fc.vocab_size,
+        "spk_embed_dim": fc.spk_embed_dim,
+        "encoder": {"layers": n_layers, "heads": heads, "head_dim": d_k, "block_size": block,
+                    "output_size": ec.output_size},
+        "flow": {"n_timesteps": fc.cfm.n_timesteps, "t_scheduler": fc.cfm.t_scheduler, "t_span": t_span,
+                 "cfg_rate": float(fc.cfm.inference_cfg_rate), "temperature": 1.0},
+        "hift": {"upsample_factor": up, "n_fft": hc.n_fft, "hop": hc.hop_len, "harmonics": h1,
+                 "audio_limit": hc.audio_limit, "window": hift.stft_window.tolist()},
+        "stream": {"prompt_tokens": sc.prompt_tokens, "encoder_left_blocks": sc.encoder_left_blocks,
+                   "hift_left": sc.hift_left, "hift_lookahead": sc.hift_lookahead},
+        "graphs": {name: {"file": name + ".onnx", "inputs": ins, "outputs": outs} for name, (ins, outs) in GRAPHS.items()},
+        "state": {
+            "k_cache": ["layers", "batch", "heads", "cache_len (multiple of block_size, <= encoder_left_blocks * "
+                        "block_size after the host trims)", "head_dim"],
+            "v_cache": "as k_cache",
+            "h_window": ["batch", "window_tokens (<= prompt_tokens + chunk)", "encoder.output_size"],
+            "mel_window": ["batch", "mel_bins", "mel frames of the window tokens"],
+            "phase": ["batch", "harmonics"], "phase_offset": ["batch", "harmonics (first = 0, rest uniform in "
+                                                             "[-pi, pi), drawn once per stream)"],
+            "istft_tail": ["batch", "n_fft - hop"],
+        },
+    }
+    with open(os.path.join(out_dir, SIDECAR), "w", encoding="utf-8") as f:
+        json.dump(sidecar, f, indent=1)
+    return out_dir
