@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .detokenizer import Detokenizer, StreamConfig
-from .flow import FlowDecoder, t_schedule
+from .flow import FlowDecoder, t_schedule, timestep_embedding
 from .hift import HiFTGenerator
 
 SIDECAR = "decoder.json"
@@ -82,21 +82,41 @@ class FlowCondition(nn.Module):
 
 class FlowEstimatorStep(nn.Module):
     """One Euler step of ConditionalCFM: conditional and unconditional velocity in one 2B batch, then
-    x + dt ((1 + r) v_cond - r v_uncond)."""
+    x + dt ((1 + r) v_cond - r v_uncond). The U-Net is ConditionalDecoder.forward with the skip crop as
+    a gather (one graph for odd and even frame counts)."""
 
     def __init__(self, flow: FlowDecoder):
         super().__init__()
         self.estimator = flow.decoder.estimator
         self.rate = float(flow.cfg.cfm.inference_cfg_rate)
 
+    def velocity(self, x: Tensor, mu: Tensor, t: Tensor, spks: Tensor, cond: Tensor) -> Tensor:
+        est = self.estimator
+        t = est.time_mlp(timestep_embedding(t, est.cfg.in_channels))
+        x = torch.cat([x, mu, spks[:, :, None].expand(-1, -1, x.shape[-1]), cond], dim=1)
+        skips = []
+        for resnet, blocks, down in est.down_blocks:
+            x = est._transformers(blocks, resnet(x, t))
+            skips.append(x)
+            x = down(x)
+        for resnet, blocks in est.mid_blocks:
+            x = est._transformers(blocks, resnet(x, t))
+        for resnet, blocks, up in est.up_blocks:
+            skip = skips.pop()
+            crop = torch.arange(skip.shape[-1], device=x.device)   # a gather: no guard on the length's parity
+            x = torch.cat([x.index_select(2, crop), skip], dim=1)
+            x = up(est._transformers(blocks, resnet(x, t)))
+        return est.final_proj(est.final_block(x))
+
     def forward(self, x: Tensor, mu: Tensor, cond: Tensor, spks: Tensor, t: Tensor, dt: Tensor):
         if self.rate > 0:
             z = torch.zeros_like
-            v = self.estimator(torch.cat([x, x]), torch.cat([mu, z(mu)]), t, torch.cat([spks, z(spks)]),
-                               torch.cat([cond, z(cond)]))
-            v_cond, v_uncond = v.chunk(2)
+            v = self.velocity(torch.cat([x, x]), torch.cat([mu, z(mu)]), t, torch.cat([spks, z(spks)]),
+                              torch.cat([cond, z(cond)]))
+            b = x.shape[0]
+            v_cond, v_uncond = v[:b], v[b:]
             return x + dt * ((1.0 + self.rate) * v_cond - self.rate * v_uncond)
-        return x + dt * self.estimator(x, mu, t, spks, cond)
+        return x + dt * self.velocity(x, mu, t, spks, cond)
 
 
 class HiFTF0(nn.Module):
@@ -202,7 +222,7 @@ def export_decoder(det_or_dir: Union[Detokenizer, str], out_dir: str, opset: int
     os.makedirs(out_dir, exist_ok=True)
     Dim = torch.export.Dim
     batch = Dim("batch", min=1, max=64)
-    b = 2
+    b = 3  # not 2: a batch equal to a model size (heads, the CFG doubling) would be specialised
     m, mel_bins = fc.output_size, fc.output_size
     path = lambda name: os.path.join(out_dir, name + ".onnx")  # noqa: E731
 
@@ -220,7 +240,10 @@ def export_decoder(det_or_dir: Union[Detokenizer, str], out_dir: str, opset: int
     x = torch.randn(b, m, 15)
     _export(FlowEstimatorStep(flow), (x, x.clone(), x.clone(), torch.randn(b, m), torch.tensor([0.3]), torch.tensor([0.2])),
             path("flow_estimator"), "flow_estimator",
-            ({0: batch, 2: frames}, {0: batch, 2: frames}, {0: batch, 2: frames}, {0: batch}, None, None), opset)
+            # DYNAMIC, not a named Dim: the U-Net's stride-2 stages leave guards (odd/even lengths) the
+            # constraint solver cannot prove; the graph itself is generic (the tests run odd and even lengths)
+            ({0: batch, 2: Dim.DYNAMIC}, {0: batch, 2: Dim.DYNAMIC}, {0: batch, 2: Dim.DYNAMIC}, {0: batch}, None, None),
+            opset)
     up, h1 = hc.upsample_factor, hc.nb_harmonics + 1
     mel_frames = Dim("mel_frames", min=2, max=16384)
     _export(HiFTF0(hift), (torch.randn(b, hc.in_channels, 9),), path("hift_f0"), "hift_f0", ({0: batch, 2: mel_frames},),
@@ -262,3 +285,214 @@ def export_decoder(det_or_dir: Union[Detokenizer, str], out_dir: str, opset: int
     with open(os.path.join(out_dir, SIDECAR), "w", encoding="utf-8") as f:
         json.dump(sidecar, f, indent=1)
     return out_dir
+
+
+# ----------------------------------------------------------------------------- ONNX Runtime streaming runner
+class NumpyRandom:
+    """The stream's random draws (flow noise x_0, NSF start phases and noise) from a numpy Generator."""
+
+    def __init__(self, seed: Optional[int] = None):
+        self.rng = np.random.default_rng(seed)
+
+    def uniform(self, shape) -> np.ndarray:          # float64 in [0, 1)
+        return self.rng.random(shape)
+
+    def normal(self, shape) -> np.ndarray:           # float32 N(0, 1)
+        return self.rng.standard_normal(shape, dtype=np.float32)
+
+
+class TorchRandom:
+    """The same draws from a torch.Generator, in Detokenizer.stream()'s order (to compare with PyTorch)."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def uniform(self, shape) -> np.ndarray:
+        return torch.rand(shape, generator=self.generator, dtype=torch.float64).numpy()
+
+    def normal(self, shape) -> np.ndarray:
+        return torch.randn(shape, generator=self.generator).numpy()
+
+
+def overlap_add(frames: np.ndarray, window: np.ndarray, hop: int, tail: np.ndarray, frames_before: int,
+                is_last: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Windowed iSTFT frames (B, F, n_fft) -> (audio, new tail): ops.istft_ola_ref after its inverse DFT."""
+    n_fft = window.shape[0]
+    b, n, _ = frames.shape
+    buf = np.zeros((b, n * hop + n_fft - hop), np.float32)
+    buf[:, : n_fft - hop] += tail
+    for f in range(n):
+        buf[:, f * hop: f * hop + n_fft] += frames[:, f]
+    total = frames_before + n
+    start = max(frames_before * hop, n_fft // 2)
+    end = max(start, (total - 1) * hop + n_fft // 2 if is_last else total * hop)
+    pos = np.arange(start, end)
+    env = np.zeros(pos.shape, np.float32)
+    w2 = (window * window).astype(np.float32)
+    f_hi = pos // hop
+    for j in range((n_fft + hop - 1) // hop):
+        f = f_hi - j
+        off = pos - f * hop
+        ok = (f >= 0) & (f < total) & (off < n_fft)
+        env = env + np.where(ok, w2[np.minimum(off, n_fft - 1)], np.float32(0))
+    p0 = frames_before * hop
+    out = buf[:, start - p0: end - p0]
+    out = np.where(env > 1e-11, out / np.maximum(env, 1e-11), np.float32(0)).astype(np.float32)
+    return out, buf[:, n * hop:].copy()
+
+
+class OrtDetokenizer:
+    """Token chunks -> wav chunks with the exported graphs in ONNX Runtime; all state is numpy arrays held
+    here, as a C++ host would hold them (see docs/DECODER.md, "ONNX export")."""
+
+    def __init__(self, onnx_dir: str, num_threads: Optional[int] = None):
+        import onnxruntime as ort
+
+        path = os.path.join(onnx_dir, SIDECAR)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: export with `uniaudio-rt export onnx-decoder` first")
+        with open(path, encoding="utf-8") as f:
+            self.sidecar = json.load(f)
+        if self.sidecar.get("format") != FORMAT:
+            raise ValueError(f"{path} has format {self.sidecar.get('format')!r}, expected {FORMAT!r}")
+        opts = ort.SessionOptions()
+        if num_threads:
+            opts.intra_op_num_threads = opts.inter_op_num_threads = num_threads
+        self.sessions = {name: ort.InferenceSession(os.path.join(onnx_dir, g["file"]), opts,
+                                                    providers=["CPUExecutionProvider"])
+                         for name, g in self.sidecar["graphs"].items()}
+        s = self.sidecar
+        self.sample_rate = s["sample_rate"]
+        self.window = np.asarray(s["hift"]["window"], np.float32)
+        self.t_span = np.asarray(s["flow"]["t_span"], np.float32)
+
+    def run(self, name: str, **inputs) -> list:
+        return self.sessions[name].run(None, inputs)
+
+    def mel_frames(self, n_tokens: int) -> int:
+        s = self.sidecar
+        return int(n_tokens / s["token_rate"] * s["mel_sample_rate"] / s["hop_length"])
+
+    def _check_tokens(self, tokens) -> np.ndarray:
+        tokens = np.asarray(tokens.numpy() if isinstance(tokens, Tensor) else tokens)
+        tokens = tokens[None] if tokens.ndim == 1 else tokens
+        if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"token chunks must be integer (T,) or (batch, T), got {tokens.dtype} {tokens.shape}")
+        if tokens.size and (tokens.max() >= self.sidecar["vocab_size"] or tokens.min() < 0):
+            raise ValueError(f"token ids must be in [0, {self.sidecar['vocab_size']}), got "
+                             f"[{tokens.min()}, {tokens.max()}]")
+        return tokens.astype(np.int64)
+
+    # ------------------------------------------------------------------------- flow
+    def flow_state(self, batch: int) -> dict:
+        e = self.sidecar["encoder"]
+        kv = np.zeros((e["layers"], batch, e["heads"], 0, e["head_dim"]), np.float32)
+        return {"pending": np.zeros((batch, 0), np.int64), "n_tokens": 0, "window_start": 0,
+                "h": np.zeros((batch, 0, e["output_size"]), np.float32),
+                "mel": np.zeros((batch, self.sidecar["mel_bins"], 0), np.float32), "k": kv, "v": kv.copy()}
+
+    def flow_step(self, st: dict, tokens: np.ndarray, embedding: np.ndarray, rng, final: bool = False):
+        s = self.sidecar
+        block = s["encoder"]["block_size"]
+        tokens = np.concatenate([st["pending"], tokens], axis=1)
+        n_ready = tokens.shape[1] if final else tokens.shape[1] // block * block
+        b = tokens.shape[0]
+        if n_ready == 0:
+            return np.zeros((b, s["mel_bins"], 0), np.float32), {**st, "pending": tokens}
+        h_new, k, v = self.run("flow_encoder", tokens=tokens[:, :n_ready], k_cache=st["k"], v_cache=st["v"])
+        keep = s["stream"]["encoder_left_blocks"] * block
+        k, v = k[:, :, :, max(0, k.shape[3] - keep):], v[:, :, :, max(0, v.shape[3] - keep):]
+        h = np.concatenate([st["h"], h_new], axis=1)
+        n_tokens = st["n_tokens"] + n_ready
+        n_prompt = st["mel"].shape[-1]
+        n_new = self.mel_frames(n_tokens) - self.mel_frames(st["n_tokens"])
+        cond = np.concatenate([st["mel"], np.zeros((b, s["mel_bins"], n_new), np.float32)], axis=-1)
+        mu, spks = self.run("flow_condition", h=h, cond=cond, embedding=embedding)
+        x = rng.normal(mu.shape) * np.float32(s["flow"]["temperature"])
+        for i in range(1, len(self.t_span)):
+            t, dt = self.t_span[i - 1:i], self.t_span[i:i + 1] - self.t_span[i - 1:i]
+            x, = self.run("flow_estimator", x=x, mu=mu, cond=cond, spks=spks, t=t, dt=dt)
+        mel = x[:, :, n_prompt:]
+        start = max(st["window_start"], n_tokens - s["stream"]["prompt_tokens"])
+        drop = self.mel_frames(start) - self.mel_frames(st["window_start"])
+        new = {"pending": tokens[:, n_ready:], "n_tokens": n_tokens, "window_start": start,
+               "h": h[:, start - st["window_start"]:], "mel": np.concatenate([st["mel"], mel], -1)[:, :, drop:],
+               "k": k, "v": v}
+        return mel, new
+
+    # ------------------------------------------------------------------------- vocoder
+    def vocoder_state(self, batch: int, rng) -> dict:
+        hs = self.sidecar["hift"]
+        offset = (rng.uniform((batch, hs["harmonics"])) * 2 - 1) * np.pi
+        offset[:, 0] = 0
+        return {"mel": np.zeros((batch, self.sidecar["mel_bins"], 0), np.float32), "ctx_start": 0, "emitted": 0,
+                "source": np.zeros((batch, 1, 0), np.float32), "phase": np.zeros((batch, hs["harmonics"])),
+                "phase_offset": offset, "tail": np.zeros((batch, hs["n_fft"] - hs["hop"]), np.float32), "frames": 0}
+
+    def _source(self, f0: np.ndarray, phase: np.ndarray, offset: np.ndarray, rng):
+        hs = self.sidecar["hift"]
+        b, n = f0.shape
+        noise = rng.normal((b, hs["harmonics"], n * hs["upsample_factor"]))
+        if n == 0:
+            return np.zeros((b, 1, 0), np.float32), phase
+        return self.run("hift_source", f0=np.ascontiguousarray(f0), phase=phase, phase_offset=offset, noise=noise)
+
+    def vocoder_step(self, st: dict, mel: np.ndarray, rng, final: bool = False):
+        hs, sc = self.sidecar["hift"], self.sidecar["stream"]
+        up, per_frame = hs["upsample_factor"], hs["upsample_factor"] // hs["hop"]
+        mel_all = np.concatenate([st["mel"], mel], axis=-1)
+        total = st["ctx_start"] + mel_all.shape[-1]
+        settled = total if final else max(st["emitted"], total - sc["hift_lookahead"])
+        b = mel_all.shape[0]
+        if total == 0 or (settled == st["emitted"] and not final):
+            return np.zeros((b, 0), np.float32), {**st, "mel": mel_all}
+        w0 = max(st["ctx_start"], st["emitted"] - sc["hift_left"])
+        window = np.ascontiguousarray(mel_all[:, :, w0 - st["ctx_start"]:])
+        f0, = self.run("hift_f0", mel=window)
+        e, s = st["emitted"] - w0, settled - w0
+        src_new, phase = self._source(f0[:, e:s], st["phase"], st["phase_offset"], rng)
+        src_right, _ = self._source(f0[:, s:], phase, st["phase_offset"], rng)
+        src_left = st["source"][:, :, (w0 - st["ctx_start"]) * up:]
+        frames, = self.run("hift_decode", mel=window, source=np.concatenate([src_left, src_new, src_right], -1))
+        k0, k1 = e * per_frame, s * per_frame + (1 if final else 0)
+        audio, tail = overlap_add(frames[:, k0:k1], self.window, hs["hop"], st["tail"], st["frames"], final)
+        ctx = max(st["ctx_start"], settled - sc["hift_left"])
+        source = np.concatenate([st["source"], src_new], -1)[:, :, (ctx - st["ctx_start"]) * up:]
+        new = {"mel": mel_all[:, :, ctx - st["ctx_start"]:], "ctx_start": ctx, "emitted": settled, "source": source,
+               "phase": phase, "phase_offset": st["phase_offset"], "tail": tail, "frames": st["frames"] + k1 - k0}
+        return np.clip(audio, -hs["audio_limit"], hs["audio_limit"]), new
+
+    def stream(self, token_chunks: Iterable, embedding=None, rng=None) -> Iterator[np.ndarray]:
+        """Yield wav chunks (B, n) float32 while token chunks ((T,) or (B, T) ints) arrive; the end flushes.
+        ``rng``: NumpyRandom (default) or TorchRandom (to reproduce Detokenizer.stream with a generator)."""
+        rng = rng or NumpyRandom()
+        fs = vs = emb = None
+        for chunk in token_chunks:
+            chunk = self._check_tokens(chunk)
+            if fs is None:
+                b = chunk.shape[0]
+                fs, vs = self.flow_state(b), self.vocoder_state(b, rng)
+                emb = self._check_embedding(embedding, b)
+            elif chunk.shape[0] != fs["pending"].shape[0]:
+                raise ValueError(f"token chunk has batch {chunk.shape[0]}, the stream started with "
+                                 f"{fs['pending'].shape[0]}")
+            mel, fs = self.flow_step(fs, chunk, emb, rng)
+            wav, vs = self.vocoder_step(vs, mel, rng)
+            if wav.shape[-1]:
+                yield wav
+        if fs is None:
+            return
+        mel, fs = self.flow_step(fs, fs["pending"][:, :0], emb, rng, final=True)
+        wav, vs = self.vocoder_step(vs, mel, rng, final=True)
+        if wav.shape[-1]:
+            yield wav
+
+    def _check_embedding(self, embedding, batch: int) -> np.ndarray:
+        dim = self.sidecar["spk_embed_dim"]
+        if embedding is None:
+            return np.zeros((batch, dim), np.float32)
+        e = np.asarray(embedding.numpy() if isinstance(embedding, Tensor) else embedding, np.float32)
+        e = e[None] if e.ndim == 1 else e
+        if e.shape != (batch, dim):
+            raise ValueError(f"speaker embedding must be ({batch}, {dim}), got {e.shape}")
+        return e
