@@ -345,7 +345,8 @@ class OrtDetokenizer:
     """Token chunks -> wav chunks with the exported graphs in ONNX Runtime; all state is numpy arrays held
     here, as a C++ host would hold them (see docs/DECODER.md, "ONNX export")."""
 
-    def __init__(self, onnx_dir: str, num_threads: Optional[int] = None):
+    def __init__(self, onnx_dir: str, num_threads: Optional[int] = None, stream_config: Optional[StreamConfig] = None):
+        """``stream_config`` overrides the sidecar's ``stream`` sizes (they are host-side choices, not in the graphs)."""
         import onnxruntime as ort
 
         path = os.path.join(onnx_dir, SIDECAR)
@@ -362,6 +363,8 @@ class OrtDetokenizer:
                                                     providers=["CPUExecutionProvider"])
                          for name, g in self.sidecar["graphs"].items()}
         s = self.sidecar
+        if stream_config is not None:
+            s["stream"] = {k: getattr(stream_config, k) for k in s["stream"]}
         self.sample_rate = s["sample_rate"]
         self.window = np.asarray(s["hift"]["window"], np.float32)
         self.t_span = np.asarray(s["flow"]["t_span"], np.float32)
