@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import torch.nn.functional as F
 from test_decoder_cli import decoder_dir
 
 from uniaudio_rt.cli import main
