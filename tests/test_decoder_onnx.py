@@ -66,7 +66,7 @@ def test_flow_condition_graph(exported, window):
     close(got[1], spks)
 
 
-@pytest.mark.parametrize("frames", [13, 20])
+@pytest.mark.parametrize("frames", [2, 13, 20])
 def test_flow_estimator_graph(exported, frames):
     _, _, det, ort_det = exported
     est, rate = det.flow.decoder.estimator, det.flow.cfg.cfm.inference_cfg_rate
@@ -81,7 +81,7 @@ def test_flow_estimator_graph(exported, frames):
     close(got, want)
 
 
-@pytest.mark.parametrize("frames", [9, 16])
+@pytest.mark.parametrize("frames", [1, 9, 16])
 def test_hift_graphs(exported, frames):
     _, _, det, ort_det = exported
     hift, c = det.hift, det.hift.cfg
