@@ -225,7 +225,8 @@ def add_subparser(sub) -> None:
 
     p = sub.add_parser("export", help="export the tokenizer (onnx, torchscript) or the decoder (onnx-decoder)",
                        description="Export the tokenizer to ONNX (dynamo exporter, weights embedded) or "
-                                   "TorchScript (for C++ hosts linked against libtorch).",
+                                   "TorchScript (for C++ hosts linked against libtorch), or the decoder's streaming graphs "
+                                   "to ONNX (onnx-decoder, docs/DECODER.md).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("format", choices=["onnx", "torchscript", "onnx-decoder"],
                    help="onnx: ONNX graphs for ONNX Runtime; torchscript: traced modules for libtorch C++ hosts; "
