@@ -207,6 +207,17 @@ def _export(module: nn.Module, args: tuple, path: str, name: str, dynamic_shapes
     with torch.no_grad():
         torch.onnx.export(module.eval(), args, path, dynamo=True, opset_version=opset, external_data=False,
                           dynamic_shapes=dynamic_shapes, input_names=inputs, output_names=outputs)
+    # the exporter falls back to a shape-specialised graph when torch.export cannot keep an axis dynamic:
+    # refuse such a graph instead of shipping one that only runs at the example's sizes
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    for inp, axes in zip(graph.input, dynamic_shapes):
+        dims = inp.type.tensor_type.shape.dim
+        fixed = [a for a in (axes or {}) if not dims[a].dim_param]
+        if fixed:
+            raise RuntimeError(f"{name}.onnx: axes {fixed} of input {inp.name!r} came out fixed "
+                               f"({[d.dim_value for d in dims]}); the export specialised a dynamic axis")
 
 
 def export_decoder(det_or_dir: Union[Detokenizer, str], out_dir: str, opset: int = 18) -> str:
