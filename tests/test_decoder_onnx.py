@@ -181,3 +181,17 @@ def test_bad_inputs(exported, tmp_path):
     with pytest.raises(SystemExit, match="error"):
         main(["export", "onnx-decoder", "--decoder", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_export_refuses_specialised_axes(tmp_path, monkeypatch):
+    """torch.onnx.export falls back to a fixed-shape graph when an axis cannot stay dynamic: refused."""
+    from uniaudio_rt.decoder import onnx_export
+
+    class Fixed(torch.nn.Module):
+        def forward(self, mel):
+            return mel.view(3, 20).sum(-1)
+
+    monkeypatch.setitem(onnx_export.GRAPHS, "fixed", (["mel"], ["f0"]))
+    with pytest.raises(RuntimeError, match=r"fixed.onnx: axes \[0\] of input 'mel' came out fixed"):
+        onnx_export._export(Fixed(), (torch.randn(3, 4, 5),), str(tmp_path / "fixed.onnx"), "fixed",
+                            ({0: torch.export.Dim("batch", min=1, max=64)},), 18)
