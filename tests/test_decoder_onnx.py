@@ -52,18 +52,22 @@ def test_flow_encoder_graph(exported, n, cache):
     close(got[2], torch.stack([b for _, b in kv]))
 
 
-@pytest.mark.parametrize("window", [5, 12])
-def test_flow_condition_graph(exported, window):
+@pytest.mark.parametrize("rate", [25.0, 12.5])
+def test_flow_condition_graph(exported, rate):
+    """Every window length, at the tiny and the public token rate: the nearest upsampling picks PyTorch's
+    source frames (ONNX Resize alone differs for some lengths, e.g. 16 tokens -> 110 frames at 12.5 Hz)."""
     _, _, det, ort_det = exported
     flow = det.flow
-    h, emb = randn(2, window, 32), randn(2, 12, seed=1)
-    frames = flow.cfg.mel_frames(window)
-    with torch.no_grad():
-        mu = flow.length_regulator(flow.encoder_proj(h), frames).transpose(1, 2)
-        spks = flow.speaker(emb, 2, None)
-    got = ort_det.run("flow_condition", h=h.numpy(), cond=np.zeros((2, 16, frames), np.float32), embedding=emb.numpy())
-    close(got[0], mu)
-    close(got[1], spks)
+    for window in range(1, 70):
+        h, emb = randn(2, window, 32, seed=window), randn(2, 12, seed=1)
+        frames = int(window / rate * 22050 / 256)
+        with torch.no_grad():
+            mu = flow.length_regulator(flow.encoder_proj(h), frames).transpose(1, 2)
+            spks = flow.speaker(emb, 2, None)
+        got = ort_det.run("flow_condition", h=h.numpy(), cond=np.zeros((2, 16, frames), np.float32),
+                          embedding=emb.numpy())
+        close(got[0], mu)
+        close(got[1], spks)
 
 
 @pytest.mark.parametrize("frames", [2, 13, 20])

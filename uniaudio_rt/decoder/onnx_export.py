@@ -75,7 +75,13 @@ class FlowCondition(nn.Module):
 
     def forward(self, h: Tensor, cond: Tensor, embedding: Tensor):
         flow = self.flow
-        mu = flow.length_regulator(flow.encoder_proj(h), cond.shape[-1]).transpose(1, 2)
+        x = flow.encoder_proj(h).transpose(1, 2)                                  # (B, C, W)
+        # nearest upsampling to cond's length with PyTorch's index rule, floor(i * float32(W / F)) (ONNX
+        # Resize rounds differently for some W/F and would shift frames)
+        n_in, n_out = torch.ones_like(x[0, 0]).sum(), torch.ones_like(cond[0, 0]).sum()  # exact float32 counts
+        src = torch.floor(torch.arange(cond.shape[-1], device=x.device, dtype=torch.float32) * (n_in / n_out))
+        x = x.index_select(2, src.long().clamp(max=x.shape[-1] - 1))
+        mu = flow.length_regulator.model(x)
         spks = flow.spk_embed_affine_layer(F.normalize(embedding, dim=1))
         return mu, spks
 
