@@ -223,12 +223,15 @@ def cached_export_dir(model_dir: str) -> str:
 def add_subparser(sub) -> None:
     import argparse
 
-    p = sub.add_parser("export", help="export the tokenizer (onnx, torchscript)",
+    p = sub.add_parser("export", help="export the tokenizer (onnx, torchscript) or the decoder (onnx-decoder)",
                        description="Export the tokenizer to ONNX (dynamo exporter, weights embedded) or "
-                                   "TorchScript (for C++ hosts linked against libtorch).",
+                                   "TorchScript (for C++ hosts linked against libtorch), or the decoder's streaming graphs "
+                                   "to ONNX (onnx-decoder, docs/DECODER.md).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("format", choices=["onnx", "torchscript"],
-                   help="onnx: ONNX graphs for ONNX Runtime; torchscript: traced modules for libtorch C++ hosts")
+    p.add_argument("format", choices=["onnx", "torchscript", "onnx-decoder"],
+                   help="onnx: ONNX graphs for ONNX Runtime; torchscript: traced modules for libtorch C++ hosts; "
+                        "onnx-decoder: the token-to-audio decoder's streaming graphs (needs --decoder)")
+    p.add_argument("--decoder", default=None, help="onnx-decoder: decoder directory (config.yaml, flow.pt, hift.pt)")
     p.add_argument("--model", default=None, help="checkpoint directory; default: the shipped model")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--with-mel", action="store_true", help="onnx: also export waveform -> tokens (log-mel in the graph)")
@@ -239,6 +242,17 @@ def add_subparser(sub) -> None:
         from .tokenizer import DEFAULT_MODEL_DIR
 
         try:
+            if a.format == "onnx-decoder":
+                from .decoder.onnx_export import export_decoder
+
+                if not a.decoder:
+                    raise ValueError("onnx-decoder needs --decoder DIR (config.yaml, flow.pt, hift.pt)")
+                try:
+                    export_decoder(a.decoder, a.out, opset=a.opset)
+                except FileNotFoundError as e:
+                    raise ValueError(str(e)) from e
+                print(f"wrote {sorted(os.listdir(a.out))} to {a.out}")
+                return 0
             model = load_encoder(a.model or DEFAULT_MODEL_DIR, for_tokens=True)
             if a.format == "onnx":
                 export_tokenizer(model, a.out, with_mel=a.with_mel, opset=a.opset)
