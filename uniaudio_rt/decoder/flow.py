@@ -352,6 +352,10 @@ class ConditionalDecoder(nn.Module):
         x = torch.cat(parts, dim=1)
         if x.shape[1] != self.cfg.in_channels:
             raise ValueError(f"estimator input has {x.shape[1]} channels, expected in_channels={self.cfg.in_channels}")
+        return self.unet(x, t)
+
+    def unet(self, x: Tensor, t: Tensor) -> Tensor:
+        """The U-Net trunk on the stacked input (B, in_channels, T) and the time embedding."""
         skips = []
         for resnet, blocks, down in self.down_blocks:
             x = self._transformers(blocks, resnet(x, t))
@@ -361,7 +365,8 @@ class ConditionalDecoder(nn.Module):
             x = self._transformers(blocks, resnet(x, t))
         for resnet, blocks, up in self.up_blocks:
             skip = skips.pop()
-            x = torch.cat([x[:, :, :skip.shape[-1]], skip], dim=1)
+            crop = torch.arange(skip.shape[-1], device=x.device)  # a gather: exports without a length guard
+            x = torch.cat([x.index_select(2, crop), skip], dim=1)
             x = up(self._transformers(blocks, resnet(x, t)))
         return self.final_proj(self.final_block(x))
 

@@ -100,19 +100,7 @@ class FlowEstimatorStep(nn.Module):
         est = self.estimator
         t = est.time_mlp(timestep_embedding(t, est.cfg.in_channels))
         x = torch.cat([x, mu, spks[:, :, None].expand(-1, -1, x.shape[-1]), cond], dim=1)
-        skips = []
-        for resnet, blocks, down in est.down_blocks:
-            x = est._transformers(blocks, resnet(x, t))
-            skips.append(x)
-            x = down(x)
-        for resnet, blocks in est.mid_blocks:
-            x = est._transformers(blocks, resnet(x, t))
-        for resnet, blocks, up in est.up_blocks:
-            skip = skips.pop()
-            crop = torch.arange(skip.shape[-1], device=x.device)   # a gather: no guard on the length's parity
-            x = torch.cat([x.index_select(2, crop), skip], dim=1)
-            x = up(est._transformers(blocks, resnet(x, t)))
-        return est.final_proj(est.final_block(x))
+        return est.unet(x, t)
 
     def forward(self, x: Tensor, mu: Tensor, cond: Tensor, spks: Tensor, t: Tensor, dt: Tensor):
         if self.rate > 0:
