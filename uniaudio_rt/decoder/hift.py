@@ -148,7 +148,11 @@ class HiFTGenerator(nn.Module):
         """mel (B, 80, T) and source (B, 1, T * 256) -> conv_post output (B, n_fft + 2, T * 64 + 1)."""
         c = self.cfg
         spec = torch.stft(source.squeeze(1), c.n_fft, c.hop_len, c.n_fft, window=self.stft_window, return_complex=True)
-        s = torch.cat([spec.real, spec.imag], dim=1)
+        return self.decode_spec(mel, torch.cat([spec.real, spec.imag], dim=1))
+
+    def decode_spec(self, mel: Tensor, s: Tensor) -> Tensor:
+        """mel and the source's STFT (real and imaginary parts stacked) -> conv_post output."""
+        c = self.cfg
         x = self.conv_pre(mel)
         n_k = len(c.resblock_kernel_sizes)
         for i, up in enumerate(self.ups):

@@ -171,15 +171,7 @@ class HiFTDecode(nn.Module):
     def forward(self, mel: Tensor, source: Tensor):
         hift, c = self.hift, self.hift.cfg
         s = F.conv1d(F.pad(source, (c.n_fft // 2, c.n_fft // 2), mode="reflect"), self.stft_basis, stride=c.hop_len)
-        x = hift.conv_pre(mel)
-        n_k = len(c.resblock_kernel_sizes)
-        for i, up in enumerate(hift.ups):
-            x = up(F.leaky_relu(x, c.lrelu_slope))
-            if i == len(hift.ups) - 1:
-                x = F.pad(x, (1, 0), mode="reflect")
-            x = x + hift.source_resblocks[i](hift.source_downs[i](s))
-            x = sum(hift.resblocks[i * n_k + j](x) for j in range(n_k)) / n_k
-        x = hift.conv_post(F.leaky_relu(x))
+        x = hift.decode_spec(mel, s)
         nb = c.n_fft // 2 + 1
         mag = torch.clamp(torch.exp(x[:, :nb]), max=1e2)
         ph = torch.sin(x[:, nb:])
