@@ -277,6 +277,22 @@ class WhisperVQEncoder(nn.Module):
             raise ValueError(f"mel_mask must be (batch, frames) = {(b, t_mel)}, got {tuple(mel_mask.shape)}")
         x = self.embed(mel, position_offset)
         frame_mask = mel_mask[:, ::2].bool()[:, : x.shape[1]]
+        return self.forward_from(x, frame_mask, 0, stop_at_quantizer=stop_at_quantizer, tokens_only=tokens_only)
+
+    def forward_from(self, x: Tensor, frame_mask: Tensor, start: int = 0, stop: Optional[int] = None,
+                     stop_at_quantizer: bool = False, tokens_only: bool = False) -> EncoderOutput:
+        """Run from the hidden states ``x`` (B, T, D) at layer position ``start`` (0 = after the
+        embedding); ``frame_mask`` (B, T) marks real frames.
+
+        ``stop``: return right after the layer at position ``stop`` ran, before any pooling, SAE or
+        quantizer at that position (training caches the frozen lower layers this way and resumes
+        with ``start=stop``). ``start`` must not be past the pooling position.
+        """
+        cfg = self.config
+        if cfg.pooling_kernel_size is not None and start > cfg.pooling_position:
+            raise ValueError(f"start={start} is past the pooling position {cfg.pooling_position}")
+        if stop is not None and not start <= stop <= len(self.layers):
+            raise ValueError(f"stop={stop} must be in [{start}, {len(self.layers)}]")
         pooled = False
         attn_mask = self._attention_mask(frame_mask, pooled)
         shallow: Optional[Tensor] = None
@@ -286,11 +302,14 @@ class WhisperVQEncoder(nn.Module):
         if stop_at_quantizer and self.codebook is not None:
             n_layers = min(n_layers, cfg.quantize_position)
 
-        for pos in range(0, n_layers + 1):
-            if pos > 0:
+        for pos in range(start, n_layers + 1):
+            if pos > start:
                 skip = self.training and random.random() < cfg.encoder_layerdrop
                 if not skip:
                     x = self.layers[pos - 1](x, attn_mask)
+            if stop is not None and pos == stop:
+                out.hidden_states = x
+                return out
             if cfg.pooling_kernel_size is not None and pos == cfg.pooling_position:
                 x = self.pool(x)
                 if shallow is not None:
@@ -302,6 +321,9 @@ class WhisperVQEncoder(nn.Module):
                 if pos == cfg.encoder_residual_source_position:
                     shallow = x
                 elif pos == cfg.encoder_residual_target_position:
+                    if shallow is None:
+                        raise ValueError(f"start={start} is past the SAE source position "
+                                         f"{cfg.encoder_residual_source_position}")
                     if tokens_only and self.fast_codebook is not None and pos == cfg.quantize_position:
                         from ..ops import fused_gate_vq  # native fused gate + LayerNorm + search
 

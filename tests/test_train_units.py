@@ -1,0 +1,82 @@
+"""SAP training pieces that need no model weights: targets, metrics, config, batch plan."""
+
+import json
+
+import pytest
+
+from uniaudio_rt.train.config import TrainConfig
+from uniaudio_rt.train.loop import BatchPlan, lr_factor, make_batches
+from uniaudio_rt.train.targets import error_rate, normalize_text, parse_transcription, render_target
+
+SAP = {"transcription": 'Please enter "your" code.',
+       "paralinguistics": {"age": None, "gender": "Female", "emotion": None, "accent": "en-US",
+                           "prosody": "mid pitch (184 Hz), normal rate (4.3 syl/s)",
+                           "timbre": "neutral (spectral centroid 1188 Hz)"},
+       "nonLinguisticEvents": []}
+EVENT = {"transcription": None, "paralinguistics": {k: None for k in SAP["paralinguistics"]},
+         "nonLinguisticEvents": ["dog"]}
+
+
+def test_render_sap_drops_nulls_and_numbers():
+    t = render_target(SAP, "sap")
+    obj = json.loads(t)
+    assert list(obj) == ["transcription", "paralinguistics"]
+    assert obj["paralinguistics"] == {"gender": "Female", "accent": "en-US", "prosody": "mid pitch, normal rate",
+                                      "timbre": "neutral"}
+    assert json.loads(render_target(EVENT, "sap")) == {"nonLinguisticEvents": ["dog"]}
+    assert render_target(SAP, "transcript") == SAP["transcription"]
+    assert render_target(EVENT, "transcript") == ""
+    with pytest.raises(ValueError):
+        render_target(SAP, "bogus")
+
+
+def test_parse_transcription_lenient():
+    t = render_target(SAP, "sap")
+    assert parse_transcription(t, "sap") == SAP["transcription"]
+    assert parse_transcription(t[:32], "sap") == "Please enter "  # cut inside an escape
+    assert parse_transcription('{"transcription":"half a sent', "sap") == "half a sent"
+    assert parse_transcription('{"nonLinguisticEvents":["dog"]}', "sap") == ""
+    assert parse_transcription("garbage", "sap") == ""
+    assert parse_transcription(" hello ", "transcript") == "hello"
+
+
+def test_error_rates():
+    assert normalize_text("Hello, World!") == "hello world"
+    assert error_rate(["hello world"], ["hello world"]) == 0.0
+    assert error_rate(["abcd"], ["abed"], "char") == pytest.approx(0.25)
+    assert error_rate(["a b c d"], ["a b"], "word") == pytest.approx(0.5)
+    assert error_rate(["ab"], [""], "char") == pytest.approx(1.0)
+
+
+def test_config_validation(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("target: sap\nsteps: 5\ncorpus: x\n")
+    cfg = TrainConfig.load(str(p), steps=7)
+    assert cfg.steps == 7 and cfg.corpus == "x"
+    p.write_text("target: sap\nstepz: 5\n")
+    with pytest.raises(ValueError, match="unknown training config keys"):
+        TrainConfig.load(str(p))
+    with pytest.raises(ValueError, match="target"):
+        TrainConfig(target="words").validate()
+    with pytest.raises(ValueError, match="frozen"):
+        TrainConfig(sae=True, sae_source=0, frozen_positions=1).validate()
+
+
+def test_batches_fit_cover_and_are_deterministic():
+    lengths = [5, 50, 7, 120, 33, 33, 1, 90, 64, 12] * 7
+    b = make_batches(lengths, 200, seed=3, epoch=0)
+    assert sorted(i for x in b for i in x) == list(range(len(lengths)))
+    assert all(len(x) * max(lengths[i] for i in x) <= 200 or len(x) == 1 for x in b)
+    assert b == make_batches(lengths, 200, seed=3, epoch=0)
+    assert b != make_batches(lengths, 200, seed=3, epoch=1)
+    plan = BatchPlan(lengths, 200, 3)
+    assert plan(0) == b[0] and plan(plan.per_epoch) == make_batches(lengths, 200, 3, 1)[0]
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(steps=100, warmup_steps=10)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    assert lr_factor(100, cfg) == pytest.approx(0.1)
+    assert all(lr_factor(s, cfg) >= lr_factor(s + 1, cfg) for s in range(10, 100))

@@ -1,0 +1,1 @@
+"""SAP training of the default tokenizer: config, feature cache, training loop, evaluation."""

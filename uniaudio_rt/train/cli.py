@@ -1,0 +1,56 @@
+"""``uniaudio-rt train`` and ``uniaudio-rt evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_subparser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="SAP-train a tokenizer (CPU, resumable)",
+        description="Train the tokenizer with SAP supervision from a config file (YAML or JSON; keys: "
+                    "uniaudio_rt.train.config.TrainConfig). Rerunning the same command resumes from "
+                    "OUT/checkpoint.pt. The result is OUT/tokenizer (config.json + model.safetensors).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", required=True, help="training config file")
+    p.add_argument("--corpus", default=None, help="override `corpus` (a `uniaudio-rt data build` output)")
+    p.add_argument("--out", default=None, help="override `out`")
+    p.add_argument("--steps", type=int, default=None, help="override `steps`")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    e = sub.add_parser(
+        "evaluate", help="event purity, gender probe, SAP-decoder CER, codebook usage of a tokenizer",
+        description="Metrics on the corpus' visible evaluation sets (docs/RESULTS.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("--run", default=None, help="training output directory (tokenizer/ + sap_decoder/)")
+    e.add_argument("--tokenizer", default=None, help="a tokenizer directory instead of RUN/tokenizer (no CER)")
+    e.add_argument("--corpus", required=True, help="corpus directory with eval_* splits")
+    e.add_argument("--json", default=None, help="also write the metrics to this file")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_evaluate)
+
+
+def cmd_train(args) -> int:
+    from .config import TrainConfig
+    from .loop import train
+
+    try:
+        cfg = TrainConfig.load(args.config, corpus=args.corpus, out=args.out, steps=args.steps, threads=args.threads)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"uniaudio-rt train: {e}")
+    out = train(cfg, progress=not args.no_progress)
+    print(json.dumps({"out": out}))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    if not args.run and not args.tokenizer:
+        raise SystemExit("uniaudio-rt evaluate: give --run or --tokenizer")
+    res = evaluate(args.run, args.corpus, args.tokenizer, progress=not args.no_progress, out_json=args.json)
+    print(json.dumps(res, indent=2, ensure_ascii=False))
+    return 0

