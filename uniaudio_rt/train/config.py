@@ -26,6 +26,8 @@ class TrainConfig:
     steps: int = 400
     max_frames: int = 4000                 # padded 50 Hz frames per batch (80 s of audio)
     max_target_tokens: int = 160
+    base_vocab: int = 8192                 # output ids < base_vocab are always in the softmax (with the
+                                           # ids of the training targets): frequent BPE merges come first
     lr_decoder: float = 3e-4               # decoder layers and the new SAE modules
     lr_encoder: float = 3e-5               # trainable encoder layers (lower, as the public recipe)
     warmup_steps: int = 40

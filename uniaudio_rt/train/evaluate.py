@@ -130,16 +130,21 @@ def evaluate(run: Optional[str], corpus: str, tokenizer_dir: Optional[str] = Non
     res: dict = {"tokenizer": path, "codebook": k}
     all_tokens: list[int] = []
     toks = {}
+    wer_audio: list[np.ndarray] = []
     for name, rows in sets.items():
         audios = _audio(corpus, rows)
         toks[name] = tok.encode_batch(audios, 16000, progress=progress)
         all_tokens += [t for ts in toks[name] for t in ts]
         if name == "eval_wer":
             wer_audio = audios
-    res["events"] = cluster_scores(histograms(toks["eval_events"], k), [r["event"] for r in sets["eval_events"]])
-    res["gender"] = probe_scores(histograms(toks["eval_gender"], k), [r["gender"] for r in sets["eval_gender"]])
+    ev = [r["event"] for r in sets["eval_events"]]
+    res["events"] = (cluster_scores(histograms(toks["eval_events"], k), ev) if len(set(ev)) >= 2
+                     else {"clips": len(ev), "skipped": "fewer than 2 event classes"})
+    gen = [r["gender"] for r in sets["eval_gender"]]
+    res["gender"] = (probe_scores(histograms(toks["eval_gender"], k), gen) if min(gen.count("Female"), gen.count("Male")) >= 5
+                     else {"clips": len(gen), "skipped": "fewer than 5 clips of a gender"})
     res["usage"] = usage_stats(np.asarray(all_tokens), k)
-    if run is not None and os.path.isdir(os.path.join(run, "sap_decoder")):
+    if run is not None and os.path.isdir(os.path.join(run, "sap_decoder")) and wer_audio:
         with open(os.path.join(run, "sap_decoder", "config.json")) as f:
             mode = json.load(f)["target"]
         gen = transcribe(run, encoder, wer_audio, progress=progress)

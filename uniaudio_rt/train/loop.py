@@ -201,7 +201,7 @@ def train(cfg: TrainConfig, progress: bool = True, max_steps: Optional[int] = No
 
     rows = train_rows(cfg.corpus)
     targets = encode_targets(rows, cfg, text_tok, eot)
-    vocab = sorted({t for ts in targets for t in ts} | {eot})
+    vocab = sorted({t for ts in targets for t in ts} | {eot} | set(range(min(cfg.base_vocab, eot))))
     cache = build_cache(encoder, cfg.frozen_positions, rows, load_clip_audio(cfg.corpus),
                         cfg.cache or os.path.join(cfg.corpus, ".features"), progress=progress)
     if cache.ids != [r["id"] for r in rows]:

@@ -3,8 +3,10 @@
 The decoder cross-attends the quantized stream (straight-through estimator into the encoder) and is
 trained with teacher forcing on the rendered SAP target. Its output projection is tied to the frozen
 token embedding and restricted to the token ids that occur in the training targets (plus end of
-text): the softmax then costs a few thousand columns instead of 51,864, and generation is restricted
-to the same ids.
+text, plus the first BPE ids): the softmax then costs about 10k columns instead of 51,864, and generation is restricted
+to the same ids. The kept ids are those of the training targets plus the first ``base_vocab`` BPE
+ids (bytes and the most frequent merges), so text the training targets never spelled can still be
+generated.
 """
 
 from __future__ import annotations
