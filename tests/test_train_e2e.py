@@ -83,8 +83,21 @@ def test_evaluate_runs_on_tiny(corpus, tmp_path, one_torch_thread):
 
     out = tmp_path / "run"
     train(_cfg(corpus, out, steps=2), progress=False)
-    res = evaluate(str(out), corpus, progress=False, out_json=str(tmp_path / "m.json"))
+    res = evaluate(str(out), corpus, progress=False, out_json=str(out / "metrics.json"))
     assert res["usage"]["codes_used"] >= 1 and res["usage"]["perplexity"] >= 1.0
     assert "skipped" in res["gender"]                        # the tiny subset has no gender set
     assert 0.0 <= res["asr"]["cer"] and res["asr"]["clips"] == 4
-    assert json.load(open(tmp_path / "m.json"))["codebook"] == 16
+    assert json.load(open(out / "metrics.json"))["codebook"] == 16
+
+    from uniaudio_rt.train.report import table
+    from uniaudio_rt.train.ship import ship
+    from uniaudio_rt.tokenizer import Tokenizer
+
+    md = table([str(out)])
+    assert "(c) SAP + SAE" in md and md.count("\n|") >= 2
+    shipped = tmp_path / "default"
+    stats = ship(str(out), str(shipped), corpus)
+    assert sorted(os.listdir(shipped)) == ["README.md", "build_stats.json", "config.json", "model.safetensors"]
+    assert stats["steps"] == 2 and stats["fp16_vs_fp32_token_agreement"] > 0.9
+    assert Tokenizer.from_pretrained(str(shipped)).vocab_size == 16
+    assert "SAP + SAE trained" in (shipped / "README.md").read_text()

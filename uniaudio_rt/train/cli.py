@@ -32,6 +32,20 @@ def add_subparser(sub) -> None:
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
+    s = sub.add_parser(
+        "train-ship", help="install a trained run's tokenizer as the package default (float16 + card)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--run", required=True, help="training output directory (after `evaluate --json RUN/metrics.json`)")
+    s.add_argument("--corpus", required=True, help="corpus (for the float16 agreement check)")
+    s.add_argument("--out", default=None, help="default: the package's assets/default")
+    s.set_defaults(func=cmd_ship)
+
+    r = sub.add_parser("train-report", help="markdown ablation table from RUN/metrics.json files")
+    r.add_argument("runs", nargs="+", help="training output directories")
+    r.add_argument("--baseline", action="append", default=[], metavar="LABEL=METRICS.json",
+                   help="extra rows from `evaluate --tokenizer ... --json` files")
+    r.set_defaults(func=cmd_report)
+
 
 def cmd_train(args) -> int:
     from .config import TrainConfig
@@ -53,4 +67,26 @@ def cmd_evaluate(args) -> int:
         raise SystemExit("uniaudio-rt evaluate: give --run or --tokenizer")
     res = evaluate(args.run, args.corpus, args.tokenizer, progress=not args.no_progress, out_json=args.json)
     print(json.dumps(res, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_ship(args) -> int:
+    from ..tokenizer import DEFAULT_MODEL_DIR
+    from .ship import ship
+
+    stats = ship(args.run, args.out or DEFAULT_MODEL_DIR, args.corpus)
+    print(json.dumps({k: v for k, v in stats.items() if k != "train_config"}, indent=1, ensure_ascii=False))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import table
+
+    extra = {}
+    for b in args.baseline:
+        label, _, path = b.partition("=")
+        if not path:
+            raise SystemExit(f"--baseline wants LABEL=METRICS.json, got {b!r}")
+        extra[label] = path
+    print(table(args.runs, extra))
     return 0

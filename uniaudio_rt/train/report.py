@@ -1,0 +1,41 @@
+"""Markdown ablation table from ``RUN/metrics.json`` files (``uniaudio-rt train-report``)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+_VARIANT = {("transcript", False): "(a) transcript only, no SAE", ("sap", False): "(b) SAP, no SAE",
+            ("sap", True): "(c) SAP + SAE", ("transcript", True): "transcript + SAE"}
+
+
+def _f(x, fmt=".3f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def row(label: str, m: dict, steps=None, ce=None) -> str:
+    ev, ge, us, asr = m["events"], m["gender"], m["usage"], m.get("asr", {})
+    return (f"| {label} | {_f(steps, 'd') if steps is not None else '–'} | {_f(ce)} | {_f(ev.get('purity'))} | "
+            f"{_f(ev.get('silhouette'))} | {_f(ge.get('accuracy'))} ± {_f(ge.get('accuracy_std'))} | "
+            f"{_f(asr.get('cer'))} | {_f(asr.get('wer'))} | {us['codes_used']} ({_f(us['usage'], '.1%')}) | "
+            f"{_f(us['perplexity'], '.1f')} |")
+
+
+def table(runs: list[str], extra: dict[str, str] | None = None) -> str:
+    lines = ["| tokenizer | steps | final CE | event purity | event silhouette | gender probe acc. | "
+             "SAP-decoder CER | WER | codes used | perplexity |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, path in (extra or {}).items():
+        lines.append(row(label, json.load(open(path))))
+    for run in runs:
+        cfg = json.load(open(os.path.join(run, "train_config.json")))
+        log = [json.loads(x) for x in open(os.path.join(run, "train_log.jsonl"))]
+        last = [r for r in log if "step" in r][-1]
+        label = _VARIANT[(cfg["target"], cfg["sae"])]
+        lines.append(row(label, json.load(open(os.path.join(run, "metrics.json"))), last["step"], last["ce"]))
+    m = json.load(open(os.path.join(runs[-1], "metrics.json"))) if runs else None
+    if m:
+        lines += ["", f"Events: {m['events'].get('clips')} clips in {m['events'].get('classes')} classes "
+                  f"(majority class {_f(m['events'].get('majority'))}); gender: {m['gender'].get('clips')} clips "
+                  f"(majority {_f(m['gender'].get('majority'))}); CER/WER: {m.get('asr', {}).get('clips')} English prompts."]
+    return "\n".join(lines)
