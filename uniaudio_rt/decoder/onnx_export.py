@@ -618,8 +618,13 @@ class TorchScriptDetokenizer(OrtDetokenizer):
     format, export_command = TS_FORMAT, "torchscript-decoder"
 
     def __init__(self, ts_dir: str, stream_config: Optional[StreamConfig] = None):
+        import warnings
+
         self._read_sidecar(ts_dir, stream_config)
-        self.modules = {name: torch.jit.load(os.path.join(ts_dir, g["file"])) for name, g in self.sidecar["graphs"].items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript's (docs/DECODER.md)
+            self.modules = {name: torch.jit.load(os.path.join(ts_dir, g["file"]))
+                            for name, g in self.sidecar["graphs"].items()}
 
     def run(self, name: str, **inputs) -> list:
         args = [torch.from_numpy(np.ascontiguousarray(inputs[k])) for k in self.sidecar["graphs"][name]["inputs"]]
