@@ -83,6 +83,21 @@ def test_export_writes_modules_and_sidecar(exported):
         TorchScriptDetokenizer(str(out / "nope"))
 
 
+def test_export_refuses_a_shape_specialised_trace(exported, tmp_path, monkeypatch):
+    """A module whose trace bakes a size (here int(shape)) is refused, not shipped."""
+    from uniaudio_rt.decoder import onnx_export
+
+    class Baked(torch.nn.Module):
+        def forward(self, mel):
+            return mel.new_zeros(mel.shape[0], int(mel.shape[-1]))
+
+    real = onnx_export._step_modules
+    monkeypatch.setattr(onnx_export, "_step_modules", lambda det: {**real(det), "hift_f0": Baked().eval()})
+    with pytest.raises(RuntimeError, match=r"hift_f0.pt: the traced module gives \(1, 24\) where the eager one gives "
+                                           r"\(1, 13\)"):
+        onnx_export.export_decoder_torchscript(str(exported[0]), str(tmp_path / "x"))
+
+
 def test_python_twin_equals_pytorch_stream(exported):
     """The traced modules in OrtDetokenizer's loop == Detokenizer.stream (batch 2, odd chunk sizes)."""
     dec, out = exported
