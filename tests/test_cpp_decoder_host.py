@@ -1,7 +1,9 @@
 """The C++ decoder host (export/cpp/detokenize_torchscript.cpp + decoder_stream.h), compiled with g++ against the
 torch wheel's libtorch, streams token chunks to the audio Python gives: Detokenizer.stream with the same torch
 generator (--rng torch), and the same host loop in Python (TorchScriptDetokenizer) with the portable
-SplitMixRandom (--rng splitmix, the ONNX Runtime host's only stream). Tiny random decoder; one export."""
+SplitMixRandom (--rng splitmix, the ONNX Runtime host's only stream). Tiny random decoder; one export.
+The ONNX Runtime host (detokenize_onnxruntime.cpp) is built and checked only when ONNXRUNTIME_ROOT names an
+ONNX Runtime release (its C/C++ headers are in no package registry)."""
 
 import json
 import os
@@ -24,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "export", "cpp", "detokenize_torchscript.cpp")
 SMALL = StreamConfig(prompt_tokens=8, encoder_left_blocks=2, hift_left=8, hift_lookahead=8)  # trims and slides
 SMALL_ARGS = ["--prompt-tokens", "8", "--encoder-left-blocks", "2", "--hift-left", "8", "--hift-lookahead", "8"]
+ORT_ROOT = os.environ.get("ONNXRUNTIME_ROOT", "")  # an ONNX Runtime release (include/, lib/): no registry ships one
 
 
 @pytest.fixture(scope="session")
@@ -179,3 +182,27 @@ def test_cpp_host_errors(host, exported, tmp_path):
     r = run(out, tmp_path / "t.json", tmp_path / "o.wav", "--bogus")
     assert r.returncode == 2 and "unknown option --bogus" in r.stderr
     assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(ORT_ROOT, "include", "onnxruntime_cxx_api.h")),
+                    reason="set ONNXRUNTIME_ROOT to an ONNX Runtime release to build the ONNX Runtime host")
+def test_ort_host_equals_ort_detokenizer(exported, tmp_path):
+    """detokenize_onnxruntime.cpp against OrtDetokenizer with SplitMixRandom (not run in CI: no ORT headers)."""
+    from uniaudio_rt.decoder.onnx_export import OrtDetokenizer, export_decoder
+
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    exe = str(tmp_path / "detokenize_onnxruntime")
+    r = subprocess.run([cxx, "-O1", "-std=c++20", os.path.join(os.path.dirname(SRC), "detokenize_onnxruntime.cpp"), "-o", exe,
+                        f"-I{ORT_ROOT}/include", f"-L{ORT_ROOT}/lib", "-lonnxruntime", f"-Wl,-rpath,{ORT_ROOT}/lib"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    onnx_dir = tmp_path / "onnx"
+    export_decoder(str(exported[0]), str(onnx_dir))
+    tokens = torch.randint(0, 50, (1, 40), generator=torch.Generator().manual_seed(12))
+    got, info = run_host(exe, onnx_dir, tokens[0], tmp_path, "--chunk", "9", "--seed", "4", "--threads", "1", *SMALL_ARGS)
+    want = list(OrtDetokenizer(str(onnx_dir), num_threads=1, stream_config=SMALL).stream(
+        [tokens[:, i:i + 9] for i in range(0, 40, 9)], rng=SplitMixRandom(4)))
+    assert info["chunks"] == [w.shape[-1] for w in want]
+    np.testing.assert_allclose(got, np.concatenate(want, -1)[0], atol=1e-6, rtol=0)
