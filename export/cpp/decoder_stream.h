@@ -3,7 +3,7 @@
 //   uniaudio-rt export onnx-decoder --decoder DEC --out DIR           (DIR/*.onnx, ONNX Runtime)
 // Both write DIR/decoder.json. This header is the host loop of OrtDetokenizer
 // (uniaudio_rt/decoder/onnx_export.py) in C++ with no dependency: a runtime plugs in by implementing
-// Graphs::run; detokenize_torchscript.cpp and detokenize_onnxruntime.cpp do, in ~60 lines each.
+// Graphs::run; detokenize_torchscript.cpp and detokenize_onnxruntime.cpp do, in 60-70 lines each.
 //
 //   Array<T>          a dense row-major array (the state and the graphs' inputs/outputs)
 //   Json              a small JSON reader (decoder.json, token lists)
