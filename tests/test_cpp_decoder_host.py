@@ -194,14 +194,16 @@ def test_ort_host_equals_ort_detokenizer(exported, tmp_path):
     if cxx is None:
         pytest.skip("no C++ compiler")
     exe = str(tmp_path / "detokenize_onnxruntime")
-    r = subprocess.run([cxx, "-O1", "-std=c++20", os.path.join(os.path.dirname(SRC), "detokenize_onnxruntime.cpp"), "-o", exe,
+    src = os.path.join(os.path.dirname(SRC), "detokenize_onnxruntime.cpp")
+    r = subprocess.run([cxx, "-O1", "-std=c++20", src, "-o", exe,
                         f"-I{ORT_ROOT}/include", f"-L{ORT_ROOT}/lib", "-lonnxruntime", f"-Wl,-rpath,{ORT_ROOT}/lib"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     onnx_dir = tmp_path / "onnx"
     export_decoder(str(exported[0]), str(onnx_dir))
     tokens = torch.randint(0, 50, (1, 40), generator=torch.Generator().manual_seed(12))
-    got, info = run_host(exe, onnx_dir, tokens[0], tmp_path, "--chunk", "9", "--seed", "4", "--threads", "1", *SMALL_ARGS)
+    got, info = run_host(exe, onnx_dir, tokens[0], tmp_path, "--chunk", "9", "--seed", "4", "--threads", "1",
+                         *SMALL_ARGS)
     want = list(OrtDetokenizer(str(onnx_dir), num_threads=1, stream_config=SMALL).stream(
         [tokens[:, i:i + 9] for i in range(0, 40, 9)], rng=SplitMixRandom(4)))
     assert info["chunks"] == [w.shape[-1] for w in want]

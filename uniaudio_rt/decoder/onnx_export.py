@@ -318,7 +318,7 @@ def _step_inputs(det: Detokenizer, batch: int, tokens: int, cache_blocks: int, f
     fc, hc = det.flow.cfg, det.hift.cfg
     ec = fc.encoder
     g = torch.Generator().manual_seed(seed)
-    randn = lambda *shape, dtype=torch.float32: torch.randn(*shape, generator=g, dtype=dtype)  # noqa: E731
+    randn = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
     rand = lambda *shape: torch.rand(*shape, generator=g, dtype=torch.float64)  # noqa: E731
     heads, cache = ec.attention_heads, cache_blocks * (ec.block_size or 1)
     kv = (ec.num_blocks, batch, heads, cache, ec.output_size // heads)
