@@ -223,15 +223,18 @@ def cached_export_dir(model_dir: str) -> str:
 def add_subparser(sub) -> None:
     import argparse
 
-    p = sub.add_parser("export", help="export the tokenizer (onnx, torchscript) or the decoder (onnx-decoder)",
+    p = sub.add_parser("export", help="export the tokenizer (onnx, torchscript) or the decoder (onnx-decoder, "
+                                      "torchscript-decoder)",
                        description="Export the tokenizer to ONNX (dynamo exporter, weights embedded) or "
-                                   "TorchScript (for C++ hosts linked against libtorch), or the decoder's streaming graphs "
-                                   "to ONNX (onnx-decoder, docs/DECODER.md).",
+                                   "TorchScript (for C++ hosts linked against libtorch), or the decoder's streaming step "
+                                   "modules to ONNX (onnx-decoder) or TorchScript (torchscript-decoder); docs/DECODER.md.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("format", choices=["onnx", "torchscript", "onnx-decoder"],
+    p.add_argument("format", choices=["onnx", "torchscript", "onnx-decoder", "torchscript-decoder"],
                    help="onnx: ONNX graphs for ONNX Runtime; torchscript: traced modules for libtorch C++ hosts; "
-                        "onnx-decoder: the token-to-audio decoder's streaming graphs (needs --decoder)")
-    p.add_argument("--decoder", default=None, help="onnx-decoder: decoder directory (config.yaml, flow.pt, hift.pt)")
+                        "onnx-decoder / torchscript-decoder: the token-to-audio decoder's streaming graphs / traced "
+                        "modules (need --decoder)")
+    p.add_argument("--decoder", default=None,
+                   help="onnx-decoder, torchscript-decoder: decoder directory (config.yaml, flow.pt, hift.pt)")
     p.add_argument("--model", default=None, help="checkpoint directory; default: the shipped model")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--with-mel", action="store_true", help="onnx: also export waveform -> tokens (log-mel in the graph)")
@@ -242,13 +245,16 @@ def add_subparser(sub) -> None:
         from .tokenizer import DEFAULT_MODEL_DIR
 
         try:
-            if a.format == "onnx-decoder":
-                from .decoder.onnx_export import export_decoder
+            if a.format in ("onnx-decoder", "torchscript-decoder"):
+                from .decoder.onnx_export import export_decoder, export_decoder_torchscript
 
                 if not a.decoder:
-                    raise ValueError("onnx-decoder needs --decoder DIR (config.yaml, flow.pt, hift.pt)")
+                    raise ValueError(f"{a.format} needs --decoder DIR (config.yaml, flow.pt, hift.pt)")
                 try:
-                    export_decoder(a.decoder, a.out, opset=a.opset)
+                    if a.format == "onnx-decoder":
+                        export_decoder(a.decoder, a.out, opset=a.opset)
+                    else:
+                        export_decoder_torchscript(a.decoder, a.out)
                 except FileNotFoundError as e:
                     raise ValueError(str(e)) from e
                 print(f"wrote {sorted(os.listdir(a.out))} to {a.out}")

@@ -21,6 +21,12 @@ an incomplete block, trim the key/value caches to ``encoder_left_blocks`` blocks
 window (h and generated mel), draw the noises, loop the Euler steps over ``t_span``, pick the vocoder
 window and the settled frames, and overlap-add the iSTFT frames with the window-square normalisation
 (``overlap_add`` below, the numpy twin of ops.istft_ola_ref).
+
+``export_decoder_torchscript(det_or_dir, out_dir)`` writes the same six step modules as traced TorchScript
+(``<graph>.pt``) with the same ``decoder.json`` (format ``uniaudio-rt-torchscript-decoder/1``) for libtorch
+hosts; ``TorchScriptDetokenizer(out_dir)`` is the host loop above over them. The C++ hosts in export/cpp/
+(detokenize_torchscript.cpp, detokenize_onnxruntime.cpp) re-implement this loop; ``SplitMixRandom`` is the
+random stream they reproduce without numpy or torch.
 """
 
 from __future__ import annotations
@@ -206,13 +212,50 @@ def _export(module: nn.Module, args: tuple, path: str, name: str, dynamic_shapes
                                f"({[d.dim_value for d in dims]}); the export specialised a dynamic axis")
 
 
+def _write_sidecar(det: Detokenizer, out_dir: str, fmt: str, ext: str, **extra) -> None:
+    """``decoder.json``: what a host needs besides the graphs (sizes, Euler times, window, stream sizes, state)."""
+    flow, hift = det.flow, det.hift
+    fc, hc, sc = flow.cfg, hift.cfg, det.stream_config
+    ec = fc.encoder
+    up, h1 = hc.upsample_factor, hc.nb_harmonics + 1
+    t_span = t_schedule(fc.cfm.n_timesteps, fc.cfm.t_scheduler).tolist()
+    sidecar = {
+        "format": fmt, **extra,
+        "sample_rate": hc.sampling_rate, "token_rate": fc.input_frame_rate, "mel_bins": fc.output_size,
+        "hop_length": fc.hop_length, "mel_sample_rate": fc.sample_rate, "vocab_size": fc.vocab_size,
+        "spk_embed_dim": fc.spk_embed_dim,
+        "encoder": {"layers": ec.num_blocks, "heads": ec.attention_heads,
+                    "head_dim": ec.output_size // ec.attention_heads, "block_size": ec.block_size or 1,
+                    "output_size": ec.output_size},
+        "flow": {"n_timesteps": fc.cfm.n_timesteps, "t_scheduler": fc.cfm.t_scheduler, "t_span": t_span,
+                 "cfg_rate": float(fc.cfm.inference_cfg_rate), "temperature": 1.0},
+        "hift": {"upsample_factor": up, "n_fft": hc.n_fft, "hop": hc.hop_len, "harmonics": h1,
+                 "audio_limit": hc.audio_limit, "window": hift.stft_window.tolist()},
+        "stream": {"prompt_tokens": sc.prompt_tokens, "encoder_left_blocks": sc.encoder_left_blocks,
+                   "hift_left": sc.hift_left, "hift_lookahead": sc.hift_lookahead},
+        "graphs": {name: {"file": name + ext, "inputs": ins, "outputs": outs} for name, (ins, outs) in GRAPHS.items()},
+        "state": {
+            "k_cache": ["layers", "batch", "heads", "cache_len (multiple of block_size, <= encoder_left_blocks * "
+                        "block_size after the host trims)", "head_dim"],
+            "v_cache": "as k_cache",
+            "h_window": ["batch", "window_tokens (<= prompt_tokens + chunk)", "encoder.output_size"],
+            "mel_window": ["batch", "mel_bins", "mel frames of the window tokens"],
+            "phase": ["batch", "harmonics"], "phase_offset": ["batch", "harmonics (first = 0, rest uniform in "
+                                                             "[-pi, pi), drawn once per stream)"],
+            "istft_tail": ["batch", "n_fft - hop"],
+        },
+    }
+    with open(os.path.join(out_dir, SIDECAR), "w", encoding="utf-8") as f:
+        json.dump(sidecar, f, indent=1)
+
+
 def export_decoder(det_or_dir: Union[Detokenizer, str], out_dir: str, opset: int = 18) -> str:
     """Write the six decoder graphs + decoder.json into ``out_dir``; returns out_dir."""
     if opset < 18:
         raise ValueError(f"opset must be >= 18 for the dynamo exporter, got {opset}")
     det = _as_detokenizer(det_or_dir)
     flow, hift = det.flow.eval(), det.hift.eval()
-    fc, hc, sc = flow.cfg, hift.cfg, det.stream_config
+    fc, hc = flow.cfg, hift.cfg
     ec = fc.encoder
     block = ec.block_size or 1
     n_layers, heads, d_k = ec.num_blocks, ec.attention_heads, ec.output_size // ec.attention_heads
@@ -220,7 +263,7 @@ def export_decoder(det_or_dir: Union[Detokenizer, str], out_dir: str, opset: int
     Dim = torch.export.Dim
     batch = Dim("batch", min=1, max=64)
     b = 3  # not 2: a batch equal to a model size (heads, the CFG doubling) would be specialised
-    m, mel_bins = fc.output_size, fc.output_size
+    m = fc.output_size
     path = lambda name: os.path.join(out_dir, name + ".onnx")  # noqa: E731
 
     # flow encoder: tokens of any count; the cache a whole number of blocks (0 allowed)
@@ -253,34 +296,78 @@ def export_decoder(det_or_dir: Union[Detokenizer, str], out_dir: str, opset: int
     _export(HiFTDecode(hift), (torch.randn(b, hc.in_channels, 9), torch.randn(b, 1, 9 * up)), path("hift_decode"),
             "hift_decode", ({0: batch, 2: mel_frames}, {0: batch, 2: up * mel_frames}), opset)
 
-    t_span = t_schedule(fc.cfm.n_timesteps, fc.cfm.t_scheduler).tolist()
-    sidecar = {
-        "format": FORMAT, "opset": opset,
-        "sample_rate": hc.sampling_rate, "token_rate": fc.input_frame_rate, "mel_bins": mel_bins,
-        "hop_length": fc.hop_length, "mel_sample_rate": fc.sample_rate, "vocab_size": fc.vocab_size,
-        "spk_embed_dim": fc.spk_embed_dim,
-        "encoder": {"layers": n_layers, "heads": heads, "head_dim": d_k, "block_size": block,
-                    "output_size": ec.output_size},
-        "flow": {"n_timesteps": fc.cfm.n_timesteps, "t_scheduler": fc.cfm.t_scheduler, "t_span": t_span,
-                 "cfg_rate": float(fc.cfm.inference_cfg_rate), "temperature": 1.0},
-        "hift": {"upsample_factor": up, "n_fft": hc.n_fft, "hop": hc.hop_len, "harmonics": h1,
-                 "audio_limit": hc.audio_limit, "window": hift.stft_window.tolist()},
-        "stream": {"prompt_tokens": sc.prompt_tokens, "encoder_left_blocks": sc.encoder_left_blocks,
-                   "hift_left": sc.hift_left, "hift_lookahead": sc.hift_lookahead},
-        "graphs": {name: {"file": name + ".onnx", "inputs": ins, "outputs": outs} for name, (ins, outs) in GRAPHS.items()},
-        "state": {
-            "k_cache": ["layers", "batch", "heads", "cache_len (multiple of block_size, <= encoder_left_blocks * "
-                        "block_size after the host trims)", "head_dim"],
-            "v_cache": "as k_cache",
-            "h_window": ["batch", "window_tokens (<= prompt_tokens + chunk)", "encoder.output_size"],
-            "mel_window": ["batch", "mel_bins", "mel frames of the window tokens"],
-            "phase": ["batch", "harmonics"], "phase_offset": ["batch", "harmonics (first = 0, rest uniform in "
-                                                             "[-pi, pi), drawn once per stream)"],
-            "istft_tail": ["batch", "n_fft - hop"],
-        },
-    }
-    with open(os.path.join(out_dir, SIDECAR), "w", encoding="utf-8") as f:
-        json.dump(sidecar, f, indent=1)
+    _write_sidecar(det, out_dir, FORMAT, ".onnx", opset=opset)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- TorchScript export
+TS_FORMAT = "uniaudio-rt-torchscript-decoder/1"
+
+
+def _step_modules(det: Detokenizer) -> dict:
+    flow, hift = det.flow.eval(), det.hift.eval()
+    modules = {"flow_encoder": FlowEncoderStep(flow), "flow_condition": FlowCondition(flow),
+               "flow_estimator": FlowEstimatorStep(flow), "hift_f0": HiFTF0(hift), "hift_source": HiFTSource(hift),
+               "hift_decode": HiFTDecode(hift)}
+    return {name: m.eval() for name, m in modules.items()}
+
+
+def _step_inputs(det: Detokenizer, batch: int, tokens: int, cache_blocks: int, frames: int, seed: int) -> dict:
+    """Example inputs of the six step modules: ``batch`` rows, a chunk of ``tokens`` tokens after a cache of
+    ``cache_blocks`` encoder blocks, ``frames`` mel frames."""
+    fc, hc = det.flow.cfg, det.hift.cfg
+    ec = fc.encoder
+    g = torch.Generator().manual_seed(seed)
+    randn = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    rand = lambda *shape: torch.rand(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    heads, cache = ec.attention_heads, cache_blocks * (ec.block_size or 1)
+    kv = (ec.num_blocks, batch, heads, cache, ec.output_size // heads)
+    m, up, h1 = fc.output_size, hc.upsample_factor, hc.nb_harmonics + 1
+    return {"flow_encoder": (torch.randint(0, fc.vocab_size, (batch, tokens), generator=g), randn(*kv), randn(*kv)),
+            "flow_condition": (randn(batch, tokens, ec.output_size), randn(batch, m, frames),
+                               randn(batch, fc.spk_embed_dim)),
+            "flow_estimator": (randn(batch, m, frames), randn(batch, m, frames), randn(batch, m, frames),
+                               randn(batch, m), torch.tensor([0.3]), torch.tensor([0.2])),
+            "hift_f0": (randn(batch, hc.in_channels, frames),),
+            "hift_source": (torch.rand(batch, frames, generator=g) * 400 - 50, rand(batch, h1), rand(batch, h1),
+                            randn(batch, h1, frames * up)),
+            "hift_decode": (randn(batch, hc.in_channels, frames), randn(batch, 1, frames * up))}
+
+
+def export_decoder_torchscript(det_or_dir: Union[Detokenizer, str], out_dir: str) -> str:
+    """Write the six step modules as traced TorchScript (``<graph>.pt``, same names, inputs and outputs as the
+    ONNX graphs) + decoder.json into ``out_dir``, for C++ hosts linked against libtorch
+    (export/cpp/detokenize_torchscript.cpp); returns out_dir.
+
+    Tracing records one path through each module; the shapes it reads stay symbolic. Each traced module is
+    frozen (weights become constants: a file keeps only the weights its module uses, 503 MB in all at the
+    public sizes instead of 1.3 GB with the flow saved three times; numerics untouched), then run again at
+    other sizes (another batch, an empty cache, an odd frame count) and refused if it differs from the eager
+    module there."""
+    import warnings
+
+    det = _as_detokenizer(det_or_dir)
+    block = det.flow.cfg.encoder.block_size or 1
+    modules = _step_modules(det)
+    trace_at = _step_inputs(det, batch=2, tokens=3 * block + 1, cache_blocks=2, frames=24, seed=0)
+    check_at = _step_inputs(det, batch=1, tokens=block + 1, cache_blocks=0, frames=13, seed=1)
+    os.makedirs(out_dir, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings (shape checks that always pass), trace's deprecation
+        for name, module in modules.items():
+            traced = torch.jit.trace(module, trace_at[name], check_trace=False)
+            traced = torch.jit.freeze(traced, optimize_numerics=False)
+            want = module(*check_at[name])
+            try:
+                got = traced(*check_at[name])
+            except RuntimeError as e:
+                raise RuntimeError(f"{name}.pt: the traced module fails away from the traced sizes: {e}") from e
+            for w, t in zip(*(o if isinstance(o, tuple) else (o,) for o in (want, got))):
+                if w.shape != t.shape or not torch.allclose(t, w, rtol=1e-4, atol=1e-5):
+                    raise RuntimeError(f"{name}.pt: the traced module gives {tuple(t.shape)} where the eager one gives "
+                                       f"{tuple(w.shape)} (or other values) away from the traced sizes")
+            torch.jit.save(traced, os.path.join(out_dir, name + ".pt"))
+    _write_sidecar(det, out_dir, TS_FORMAT, ".pt")
     return out_dir
 
 
@@ -309,6 +396,35 @@ class TorchRandom:
 
     def normal(self, shape) -> np.ndarray:
         return torch.randn(shape, generator=self.generator).numpy()
+
+
+class SplitMixRandom:
+    """Draws that a host without numpy or torch reproduces (export/cpp/decoder_stream.h, same name): word k
+    (k = 1, 2, ...) of a stream is splitmix64 of seed + k * 0x9E3779B97F4A7C15; a uniform is its top 53 bits
+    / 2^53, a normal is Box-Muller on two consecutive uniforms, sqrt(-2 ln(1 - u1)) cos(2 pi u2), in float64
+    and then rounded to float32. Drawing (a, b) then (c,) is the same as drawing a + b + c values in a row."""
+
+    _GOLDEN, _M1, _M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+    def __init__(self, seed: int = 0):
+        self.seed, self.count = np.uint64(seed % 2 ** 64), 0
+
+    def _words(self, n: int) -> np.ndarray:
+        k = np.arange(self.count + 1, self.count + n + 1, dtype=np.uint64)
+        self.count += n
+        z = self.seed + k * self._GOLDEN                            # uint64 arrays wrap around silently
+        z = (z ^ (z >> np.uint64(30))) * self._M1
+        z = (z ^ (z >> np.uint64(27))) * self._M2
+        return z ^ (z >> np.uint64(31))
+
+    def uniform(self, shape) -> np.ndarray:          # float64 in [0, 1)
+        n = int(np.prod(shape))
+        return ((self._words(n) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53).reshape(shape)
+
+    def normal(self, shape) -> np.ndarray:           # float32 N(0, 1)
+        u = self.uniform((int(np.prod(shape)), 2))
+        z = np.sqrt(-2.0 * np.log1p(-u[:, 0])) * np.cos(2.0 * np.pi * u[:, 1])
+        return z.astype(np.float32).reshape(shape)
 
 
 def overlap_add(frames: np.ndarray, window: np.ndarray, hop: int, tail: np.ndarray, frames_before: int,
@@ -342,23 +458,28 @@ class OrtDetokenizer:
     """Token chunks -> wav chunks with the exported graphs in ONNX Runtime; all state is numpy arrays held
     here, as a C++ host would hold them (see docs/DECODER.md, "ONNX export")."""
 
+    format, export_command = FORMAT, "onnx-decoder"
+
     def __init__(self, onnx_dir: str, num_threads: Optional[int] = None, stream_config: Optional[StreamConfig] = None):
         """``stream_config`` overrides the sidecar's ``stream`` sizes (they are host-side choices, not in the graphs)."""
         import onnxruntime as ort
 
-        path = os.path.join(onnx_dir, SIDECAR)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} not found: export with `uniaudio-rt export onnx-decoder` first")
-        with open(path, encoding="utf-8") as f:
-            self.sidecar = json.load(f)
-        if self.sidecar.get("format") != FORMAT:
-            raise ValueError(f"{path} has format {self.sidecar.get('format')!r}, expected {FORMAT!r}")
+        self._read_sidecar(onnx_dir, stream_config)
         opts = ort.SessionOptions()
         if num_threads:
             opts.intra_op_num_threads = opts.inter_op_num_threads = num_threads
         self.sessions = {name: ort.InferenceSession(os.path.join(onnx_dir, g["file"]), opts,
                                                     providers=["CPUExecutionProvider"])
                          for name, g in self.sidecar["graphs"].items()}
+
+    def _read_sidecar(self, model_dir: str, stream_config: Optional[StreamConfig]) -> None:
+        path = os.path.join(model_dir, SIDECAR)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: export with `uniaudio-rt export {self.export_command}` first")
+        with open(path, encoding="utf-8") as f:
+            self.sidecar = json.load(f)
+        if self.sidecar.get("format") != self.format:
+            raise ValueError(f"{path} has format {self.sidecar.get('format')!r}, expected {self.format!r}")
         s = self.sidecar
         if stream_config is not None:
             s["stream"] = {k: getattr(stream_config, k) for k in s["stream"]}
@@ -496,3 +617,25 @@ class OrtDetokenizer:
         if e.shape != (batch, dim):
             raise ValueError(f"speaker embedding must be ({batch}, {dim}), got {e.shape}")
         return e
+
+
+class TorchScriptDetokenizer(OrtDetokenizer):
+    """OrtDetokenizer's host loop over the TorchScript modules of ``export_decoder_torchscript``: the Python twin
+    of export/cpp/detokenize_torchscript.cpp (same modules, same host steps, same random draws)."""
+
+    format, export_command = TS_FORMAT, "torchscript-decoder"
+
+    def __init__(self, ts_dir: str, stream_config: Optional[StreamConfig] = None):
+        import warnings
+
+        self._read_sidecar(ts_dir, stream_config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript's (docs/DECODER.md)
+            self.modules = {name: torch.jit.load(os.path.join(ts_dir, g["file"]))
+                            for name, g in self.sidecar["graphs"].items()}
+
+    def run(self, name: str, **inputs) -> list:
+        args = [torch.from_numpy(np.ascontiguousarray(inputs[k])) for k in self.sidecar["graphs"][name]["inputs"]]
+        with torch.no_grad():
+            out = self.modules[name](*args)
+        return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
