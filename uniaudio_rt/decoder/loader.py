@@ -267,7 +267,8 @@ def save_decoder(model_dir: str, flow: nn.Module, hift: nn.Module, dtype: torch.
             with open(path + ".tmp", "w", encoding="utf-8") as f:
                 f.write(payload)
         else:
-            sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in payload.state_dict().items()}
+            sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
+                  for k, v in payload.state_dict().items()}
             torch.save(sd, path + ".tmp")
         os.replace(path + ".tmp", path)
         sizes[name] = os.path.getsize(path)

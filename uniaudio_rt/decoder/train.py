@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import mel as dmel
-from .config import FlowConfig, HiFTConfig
+from .config import FlowConfig
 from .flow import FlowDecoder
 from .hift import HiFTGenerator, SourceState
 from .train_config import DecoderTrainConfig
@@ -132,7 +132,8 @@ def select_clips(cfg: DecoderTrainConfig) -> list[dict]:
     return rows
 
 
-def clip_features(audio16: np.ndarray, n_tokens: int, flow_cfg: FlowConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def clip_features(audio16: np.ndarray, n_tokens: int,
+                  flow_cfg: FlowConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """16 kHz clip and its token count -> (22.05 kHz waveform of ``mel_frames(n) * 256`` samples,
     mel (80, mel_frames(n)), F0 per mel frame in Hz, 0 = unvoiced)."""
     from ..data.sap import pitch_track
@@ -383,7 +384,8 @@ def step_generators(seed: int, step: int) -> tuple[torch.Generator, np.random.Ge
     return torch.Generator().manual_seed(seed * 1_000_003 + step), np.random.default_rng([seed, step])
 
 
-def build_models(cfg: DecoderTrainConfig, vocab_size: int, frame_rate: float, seed: int) -> tuple[FlowDecoder, HiFTGenerator]:
+def build_models(cfg: DecoderTrainConfig, vocab_size: int, frame_rate: float,
+                 seed: int) -> tuple[FlowDecoder, HiFTGenerator]:
     torch.manual_seed(seed)
     return FlowDecoder(cfg.flow_config(vocab_size, frame_rate)), HiFTGenerator(cfg.hift_config())
 

@@ -127,8 +127,8 @@ class DecoderTrainConfig:
         d.update(vocab_size=int(vocab_size), input_frame_rate=float(input_frame_rate))
         cfg = _build(FlowConfig, d, "flow")
         if cfg.output_size != 80 or cfg.sample_rate != 22050 or cfg.hop_length != 256:
-            raise ValueError("the decoder mel is 80 bins at 22050 Hz, hop 256 (decoder/mel.py); flow has "
-                             f"output_size={cfg.output_size}, sample_rate={cfg.sample_rate}, hop_length={cfg.hop_length}")
+            raise ValueError("the decoder mel is 80 bins at 22050 Hz, hop 256 (decoder/mel.py); flow has output_size="
+                             f"{cfg.output_size}, sample_rate={cfg.sample_rate}, hop_length={cfg.hop_length}")
         return cfg
 
     def hift_config(self) -> HiFTConfig:
