@@ -251,6 +251,23 @@ def test_resume_equals_uninterrupted(corpus, run, tmp_path, one_torch_thread):
         train(_cfg(corpus, resumed, flow_lr=1e-2), progress=False)
 
 
+def test_gan_option_trains_and_resumes(corpus, data, tmp_path, one_torch_thread):
+    kw = dict(gan=True, gan_start_step=1, steps=3, gan_channels=[4, 8], gan_periods=[2, 3], checkpoint_every=1)
+    train(_cfg(corpus, tmp_path / "a", **kw), progress=False)
+    train(_cfg(corpus, tmp_path / "b", **kw), progress=False, max_steps=2)
+    train(_cfg(corpus, tmp_path / "b", **kw), progress=False)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    for part in ("hift", "disc"):
+        for k in a[part]:
+            torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=0, msg=f"{part}.{k}")
+    log = [json.loads(line) for line in open(tmp_path / "a" / "train_log.jsonl")][1:]
+    assert "disc_loss" not in log[0] and all(r["disc_loss"] > 0 and r["fm"] > 0 for r in log[1:])
+    from uniaudio_rt.decoder.detokenizer import Detokenizer
+
+    Detokenizer.from_pretrained(str(tmp_path / "a" / "decoder"))   # the discriminator is not exported
+
+
 def test_export_loads_and_reconstruct_cli(run, speech_files, tmp_path):
     from uniaudio_rt.cli import main
     from uniaudio_rt.decoder.detokenizer import Detokenizer

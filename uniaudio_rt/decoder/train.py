@@ -18,7 +18,8 @@ Each step updates both halves once:
 * HiFT (:func:`hift_losses`): random ``hift_segment_frames``-frame segments of ground-truth mel and
   the matching waveform; multi-resolution STFT loss + mel L1 on the output, L1 of the F0
   predictor against the autocorrelation F0. The NSF source is driven by the predicted F0
-  (detached), as at inference. No discriminator.
+  (detached), as at inference. Optionally (``gan: true``) a small multi-period discriminator
+  adds least-squares adversarial and feature-matching terms (decoder/gan.py).
 
 Writes ``OUT/checkpoint.pt`` (atomic) every ``checkpoint_every`` steps and at the end (a rerun
 resumes from it: every random draw of a step is seeded by (seed, step), so a resumed run equals an
@@ -375,7 +376,25 @@ def hift_losses(hift: HiFTGenerator, mel: Tensor, wav: Tensor, f0: Tensor, gener
     stft = multi_resolution_stft_loss(y, wav, cfg.stft_resolutions)
     f0_l1 = F.l1_loss(f0_pred, f0)
     return {"loss": cfg.mel_weight * mel_l1 + cfg.stft_weight * stft + cfg.f0_weight * f0_l1,
-            "mel_l1": mel_l1, "stft": stft, "f0_l1_hz": f0_l1}
+            "mel_l1": mel_l1, "stft": stft, "f0_l1_hz": f0_l1, "audio": y}
+
+
+def adversarial_step(disc, opt_disc, real: Tensor, fake: Tensor, cfg: DecoderTrainConfig) -> dict[str, Tensor]:
+    """One discriminator update on (real, detached generated) audio, then the generator's adversarial and
+    feature-matching terms against the updated discriminator (to add to the vocoder loss)."""
+    from .gan import discriminator_loss, feature_matching_loss, generator_adversarial_loss
+
+    d_loss = discriminator_loss(disc(real), disc(fake.detach()))
+    opt_disc.zero_grad(set_to_none=True)
+    d_loss.backward()
+    d_norm = _clip(disc.parameters(), cfg.grad_clip)
+    opt_disc.step()
+    with torch.no_grad():
+        d_real = disc(real)
+    d_fake = disc(fake)
+    adv, fm = generator_adversarial_loss(d_fake), feature_matching_loss(d_real, d_fake)
+    return {"loss": cfg.adv_weight * adv + cfg.fm_weight * fm, "disc_loss": d_loss.detach(), "adv": adv.detach(),
+            "fm": fm.detach(), "disc_grad_norm": torch.tensor(d_norm)}
 
 
 # ----------------------------------------------------------------------------- loop
@@ -425,6 +444,13 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
                      cfg.flow_max_tokens, cfg.seed)
     opt_flow = torch.optim.AdamW(flow.parameters(), lr=cfg.flow_lr, weight_decay=cfg.weight_decay)
     opt_hift = torch.optim.AdamW(hift.parameters(), lr=cfg.hift_lr, betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
+    disc = opt_disc = None
+    if cfg.gan:
+        from .gan import MultiPeriodDiscriminator
+
+        disc = MultiPeriodDiscriminator(tuple(cfg.gan_periods), tuple(cfg.gan_channels))
+        opt_disc = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.8, 0.99),
+                                     weight_decay=cfg.weight_decay)
     f0_params = list(hift.f0_predictor.parameters())
     gen_params = [p for n, p in hift.named_parameters() if not n.startswith("f0_predictor.")]
 
@@ -442,6 +468,9 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
         hift.load_state_dict(ck["hift"])
         opt_flow.load_state_dict(ck["opt_flow"])
         opt_hift.load_state_dict(ck["opt_hift"])
+        if disc is not None:
+            disc.load_state_dict(ck["disc"])
+            opt_disc.load_state_dict(ck["opt_disc"])
         step = ck["step"]
         log.info("resumed from %s at step %d", ckpt_path, step)
     else:
@@ -454,7 +483,9 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
         _save_atomic({"step": step, "config": cfg.resume_key(), "data": os.path.basename(data.path),
                       "vocab_size": data.meta["vocab_size"], "frame_rate": data.meta["frame_rate"],
                       "flow": flow.state_dict(), "hift": hift.state_dict(), "opt_flow": opt_flow.state_dict(),
-                      "opt_hift": opt_hift.state_dict()}, ckpt_path)
+                      "opt_hift": opt_hift.state_dict(),
+                      **({"disc": disc.state_dict(), "opt_disc": opt_disc.state_dict()} if disc is not None else {})},
+                     ckpt_path)
 
     last = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
     flow.train()
@@ -485,6 +516,12 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
                 grp["lr"] = cfg.hift_lr * f
             mel, wav, f0 = hift_batch(data, cfg.hift_batch, cfg.hift_segment_frames, rng)
             out = hift_losses(hift, mel, wav, f0, g, cfg)
+            if disc is not None and step >= cfg.gan_start_step:
+                for grp in opt_disc.param_groups:
+                    grp["lr"] = cfg.disc_lr * f
+                adv = adversarial_step(disc, opt_disc, wav, out["audio"], cfg)
+                out["loss"] = out["loss"] + adv["loss"]
+                rec.update({k: float(adv[k]) for k in ("disc_loss", "adv", "fm", "disc_grad_norm")})
             opt_hift.zero_grad(set_to_none=True)
             out["loss"].backward()
             rec["hift_grad_norm"] = _clip(gen_params, cfg.grad_clip)

@@ -110,6 +110,14 @@ class DecoderTrainConfig:
     f0_weight: float = 1.0
     stft_resolutions: list[list[int]] = field(default_factory=lambda: [[512, 128, 512], [1024, 256, 1024],
                                                                        [256, 64, 256]])  # n_fft, hop, win
+    # optional adversarial vocoder training (decoder/gan.py; off by default, not tried on a real run yet)
+    gan: bool = False
+    gan_start_step: int = 0                 # the discriminator and the adversarial terms start here
+    gan_periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
+    gan_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    disc_lr: float = 2e-4
+    adv_weight: float = 0.025               # HiFi-GAN's adversarial : feature matching : mel = 1 : 2 : 45,
+    fm_weight: float = 0.05                 # scaled to mel_weight 1
     # optimisation and bookkeeping
     weight_decay: float = 0.01
     grad_clip: float = 1.0                  # per module (flow, vocoder, F0 predictor)
@@ -152,6 +160,8 @@ class DecoderTrainConfig:
         bad = sorted(set(self.kinds) - {"speech", "voice", "event", "music"})
         if bad or not self.kinds:
             raise ValueError(f"kinds must be a non-empty subset of speech, voice, event, music; got {self.kinds}")
+        if self.gan and (not self.gan_periods or not self.gan_channels or self.gan_start_step < 0):
+            raise ValueError("gan needs non-empty gan_periods and gan_channels and gan_start_step >= 0")
         if not (self.train_flow or self.train_hift):
             raise ValueError("train_flow and train_hift are both false: nothing to train")
         for r in self.stft_resolutions:
