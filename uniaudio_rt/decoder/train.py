@@ -276,7 +276,7 @@ def flow_batch(data: DecoderData, idx: list[int], segment_tokens: int, flow_cfg:
 
 def flow_matching_loss(flow: FlowDecoder, tokens: Tensor, mel: Tensor, generator: Optional[torch.Generator] = None,
                        sigma_min: float = 1e-6, cfg_dropout: float = 0.2, prompt_prob: float = 0.5,
-                       prompt_max_fraction: float = 0.3, loss: str = "l2") -> dict[str, Tensor]:
+                       prompt_max_fraction: float = 0.7, loss: str = "l2") -> dict[str, Tensor]:
     """Conditional flow-matching loss of ``flow`` on tokens (B, K) with target mel (B, 80, F).
 
     Inputs to the estimator are built exactly as at inference (``FlowDecoder.inference``): mu from

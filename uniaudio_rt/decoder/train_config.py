@@ -99,7 +99,8 @@ class DecoderTrainConfig:
     sigma_min: float = 1e-6
     cfg_dropout: float = 0.2                # P(mu, speaker and prompt dropped): the unconditional branch of CFG
     prompt_prob: float = 0.5                # P(a clip is conditioned on a prefix of its own mel)
-    prompt_max_fraction: float = 0.3        # prefix length uniform in [0, this x frames]
+    prompt_max_fraction: float = 0.7        # prefix length uniform in [0, this x frames]; the public recipe
+                                            # uses 0.3, Detokenizer.stream's prompt is up to 60 / (60 + 25)
     flow_loss: str = "l2"                   # "l2" or "l1", over the non-prompt frames
     # HiFT (no GAN: multi-resolution STFT + mel L1; the F0 predictor regresses an autocorrelation F0)
     hift_batch: int = 8
