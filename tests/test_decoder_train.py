@@ -149,6 +149,28 @@ def test_tokens_to_frames_contract(data):
     assert 150 < np.median(f0[f0 > 0]) < 260 and 0.2 < (f0 > 0).mean() < 0.9  # one female speaker
 
 
+def test_interrupted_preparation_resumes(corpus, data, tmp_path, monkeypatch):
+    import uniaudio_rt.decoder.train as T
+
+    cfg = _cfg(corpus, tmp_path / "out", cache=str(tmp_path / "cache"))
+    calls, real = [], T.clip_features
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "clip_features", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_data(cfg, progress=False)             # first shard (2 clips) done, the second interrupted
+    assert len(list((tmp_path / "cache").glob("*/shard-000000-000002.npz"))) == 1
+    again = prepare_data(cfg, progress=False)
+    assert len(calls) == 4                            # only the unfinished shard's clip was redone
+    assert again.ids == data.ids and np.array_equal(again.mel, data.mel) and np.array_equal(again.wav, data.wav)
+    assert not list((tmp_path / "cache").glob("*/shard-*"))
+
+
 # ----------------------------------------------------------------------------- losses
 def test_training_inputs_match_inference(data):
     """The estimator sees in training exactly what FlowDecoder.inference gives it (conditional half: mu,

@@ -172,10 +172,12 @@ def prepare_data(cfg: DecoderTrainConfig, progress: bool = True) -> DecoderData:
     tok = Tokenizer.from_pretrained(tok_dir, batch_size=16)
     flow_cfg = FlowConfig(vocab_size=tok.vocab_size, input_frame_rate=tok.frame_rate)
     load = load_clip_audio(cfg.corpus)
-    shards = [rows[i: i + cfg.prep_batch] for i in range(0, len(rows), cfg.prep_batch)]
+    starts = range(0, len(rows), cfg.prep_batch)
+    # named by their clip range, so a rerun with another prep_batch never mixes shard boundaries
+    shard_paths = [os.path.join(path, f"shard-{s:06d}-{min(s + cfg.prep_batch, len(rows)):06d}.npz") for s in starts]
     bar = tqdm(total=len(rows), desc="prepare decoder data", unit="clip", disable=not progress)
-    for k, shard in enumerate(shards):
-        shard_path = os.path.join(path, f"shard-{k:05d}.npz")
+    for s, shard_path in zip(starts, shard_paths):
+        shard = rows[s: s + cfg.prep_batch]
         if os.path.exists(shard_path):
             bar.update(len(shard))
             continue
@@ -202,16 +204,18 @@ def prepare_data(cfg: DecoderTrainConfig, progress: bool = True) -> DecoderData:
         os.replace(shard_path + ".tmp", shard_path)
         bar.update(len(shard))
     bar.close()
-    return _finalize(path, len(shards), {"tokenizer": os.path.abspath(tok_dir), "vocab_size": tok.vocab_size,
+    return _finalize(path, shard_paths, {"tokenizer": os.path.abspath(tok_dir), "vocab_size": tok.vocab_size,
                                          "frame_rate": tok.frame_rate, "clips_listed": len(rows),
                                          "kinds": sorted(cfg.kinds)})
 
 
-def _finalize(path: str, n_shards: int, meta: dict) -> DecoderData:
+def _finalize(path: str, shard_paths: list[str], meta: dict) -> DecoderData:
     """Concatenate the shards into memory-mapped arrays, write index.json (the completion marker)."""
+    import glob
+
     ids, n_tok, n_fr, skipped = [], [], [], 0
-    for k in range(n_shards):
-        with np.load(os.path.join(path, f"shard-{k:05d}.npz")) as z:
+    for shard_path in shard_paths:
+        with np.load(shard_path) as z:
             ids += [str(x) for x in z["ids"]]
             n_tok += z["n_tokens"].tolist()
             n_fr += z["n_frames"].tolist()
@@ -225,8 +229,8 @@ def _finalize(path: str, n_shards: int, meta: dict) -> DecoderData:
     out = {name: np.lib.format.open_memmap(os.path.join(path, f"{name}.npy.tmp"), mode="w+", dtype=dt, shape=shape)
            for name, (dt, shape) in arrays.items()}
     pos = dict.fromkeys(arrays, 0)
-    for k in range(n_shards):
-        with np.load(os.path.join(path, f"shard-{k:05d}.npz")) as z:
+    for shard_path in shard_paths:
+        with np.load(shard_path) as z:
             for name in arrays:
                 a = z[name]
                 out[name][pos[name]: pos[name] + a.shape[0]] = a
@@ -241,8 +245,8 @@ def _finalize(path: str, n_shards: int, meta: dict) -> DecoderData:
     with open(os.path.join(path, "index.json.tmp"), "w") as f:
         json.dump(meta, f)
     os.replace(os.path.join(path, "index.json.tmp"), os.path.join(path, "index.json"))
-    for k in range(n_shards):
-        os.remove(os.path.join(path, f"shard-{k:05d}.npz"))
+    for shard_path in glob.glob(os.path.join(path, "shard-*.npz")):
+        os.remove(shard_path)
     return open_data(path)
 
 
