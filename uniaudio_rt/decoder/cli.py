@@ -1,8 +1,10 @@
 """`uniaudio-rt detokenize` and `uniaudio-rt reconstruct`: tokens (or audio) back to a waveform.
 
-No trained default decoder ships yet, so both commands need ``--decoder DIR``: a decoder directory
-in the public layout (``config.yaml``, ``flow.pt``, ``hift.pt``; GLM-4-Voice / UniAudio-Token family).
-The decoder must have been trained on the same tokenizer's tokens.
+Without ``--decoder`` both commands use the decoder shipped in the package
+(``uniaudio_rt/assets/decoder``, trained here on the default tokenizer's tokens, docs/RESULTS.md).
+``--decoder DIR`` takes any decoder directory in the public layout (``config.yaml``, ``flow.pt``,
+``hift.pt``; GLM-4-Voice / UniAudio-Token family). A decoder must have been trained on the same
+tokenizer's tokens.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _read_tokens(path: str) -> list[list[int]]:
 def _load_decoder(args):
     from .detokenizer import Detokenizer
 
-    if not os.path.isdir(args.decoder):
+    if args.decoder is not None and not os.path.isdir(args.decoder):
         raise ValueError(f"--decoder {args.decoder!r} is not a directory (expected config.yaml, flow.pt, hift.pt)")
     return Detokenizer.from_pretrained(args.decoder)
 
@@ -107,13 +109,15 @@ def add_subparser(sub) -> None:
                        description=__doc__)
     p.add_argument("tokens", help="tokens.json / .jsonl / .npy")
     p.add_argument("-o", "--output", required=True, help="output .wav (a directory for several sequences)")
-    p.add_argument("--decoder", required=True, help="decoder directory: config.yaml, flow.pt, hift.pt")
+    p.add_argument("--decoder", default=None,
+                   help="decoder directory: config.yaml, flow.pt, hift.pt (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="flow-matching noise seed")
     p.set_defaults(func=_clean_errors(cmd_detokenize))
     p = sub.add_parser("reconstruct", help="audio -> tokens -> audio", description=__doc__)
     p.add_argument("input", help="audio file")
     p.add_argument("-o", "--output", required=True, help="output .wav")
     p.add_argument("--model", default=None, help="tokenizer checkpoint directory (default: the shipped one)")
-    p.add_argument("--decoder", required=True, help="decoder directory: config.yaml, flow.pt, hift.pt")
+    p.add_argument("--decoder", default=None,
+                   help="decoder directory: config.yaml, flow.pt, hift.pt (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="flow-matching noise seed")
     p.set_defaults(func=_clean_errors(cmd_reconstruct))

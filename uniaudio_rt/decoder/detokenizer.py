@@ -18,6 +18,7 @@ are bounded by the StreamConfig, not by the stream's length.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
 
@@ -28,6 +29,8 @@ from . import ops
 from .config import FlowConfig, HiFTConfig
 from .flow import FlowDecoder
 from .hift import HiFTGenerator, SourceState
+
+DEFAULT_DECODER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "decoder")
 
 
 @dataclass
@@ -74,9 +77,16 @@ class Detokenizer:
         self.stream_config = stream_config or StreamConfig()
 
     @classmethod
-    def from_pretrained(cls, model_dir: str, stream_config: Optional[StreamConfig] = None) -> "Detokenizer":
+    def from_pretrained(cls, model_dir: Optional[str] = None,
+                        stream_config: Optional[StreamConfig] = None) -> "Detokenizer":
+        """A decoder directory (config.yaml, flow.pt, hift.pt); with no argument, the decoder shipped
+        in the package (trained on the default tokenizer's tokens)."""
         from .loader import load_decoder
 
+        if model_dir is None:
+            model_dir = DEFAULT_DECODER_DIR
+            if not os.path.exists(os.path.join(model_dir, "config.yaml")):
+                raise ValueError(f"no default decoder is installed at {model_dir}; pass a decoder directory")
         return cls(*load_decoder(model_dir), stream_config)
 
     @classmethod
