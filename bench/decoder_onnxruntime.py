@@ -1,9 +1,9 @@
 """Streaming decode speed: ONNX Runtime (OrtDetokenizer) against PyTorch eager (Detokenizer.stream), same run.
 
-    python bench/decoder_onnxruntime.py [--config tiny|public] [--seconds 10] [--chunk-tokens 25] [--threads 2]
+    python bench/decoder_onnxruntime.py [--config tiny|public|default] [--seconds 10] [--chunk-tokens 25] [--threads 2]
                                         [--repeat 3] [--onnx DIR]
 
-Random weights (speed does not depend on values), 25 tokens/s. The decoder is exported to ONNX first (into
+Random weights (speed does not depend on values) or the shipped decoder, 25 tokens/s. The decoder is exported to ONNX first (into
 --onnx DIR, reused when it already holds an export of the same config: the public sizes take minutes), both
 backends are warmed up on one chunk, then the same tokens stream through each with the same random draws
 (TorchRandom with one seed), alternating backends --repeat times. Reported per backend: median wall time,
@@ -35,6 +35,8 @@ from uniaudio_rt.decoder.onnx_export import OrtDetokenizer, TorchRandom, export_
 
 def make_decoder(config: str) -> Detokenizer:
     torch.manual_seed(0)
+    if config == "default":  # the decoder shipped in the package (trained weights)
+        return Detokenizer.from_pretrained()
     if config == "tiny":
         return Detokenizer(FlowDecoder(FlowConfig.tiny()), HiFTGenerator(HiFTConfig.tiny()))
     return Detokenizer(FlowDecoder(FlowConfig(input_frame_rate=25.0)), HiFTGenerator(HiFTConfig()))
@@ -52,7 +54,8 @@ def timed(stream) -> tuple[float, np.ndarray]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", choices=("tiny", "public"), default="tiny")
+    p.add_argument("--config", choices=("tiny", "public", "default"), default="tiny",
+                   help="random tiny / public sizes, or the shipped default decoder")
     p.add_argument("--seconds", type=float, default=10.0, help="token stream length, in seconds at 25 tokens/s")
     p.add_argument("--chunk-tokens", type=int, default=25)
     p.add_argument("--threads", type=int, default=2)
@@ -91,7 +94,7 @@ def main():
     audio_s = wavs[names[0]].shape[-1] / det.sample_rate
     base = float(np.median(times[names[0]]))
     lines = [f"`python bench/decoder_onnxruntime.py {' '.join(sys.argv[1:])}`", "",
-             f"{args.config} decoder (random weights), {n} tokens ({n / 25:g} s at 25 tokens/s) in chunks of "
+             f"{args.config} decoder ({'shipped weights' if args.config == 'default' else 'random weights'}), {n} tokens ({n / 25:g} s at 25 tokens/s) in chunks of "
              f"{args.chunk_tokens}, "
              f"{args.threads} thread(s), median of {args.repeat}; max |ORT - PyTorch| = "
              f"{np.abs(wavs[names[1]] - wavs[names[0]]).max():.2e}", "",
