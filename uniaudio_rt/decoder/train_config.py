@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
@@ -197,15 +196,6 @@ class DecoderTrainConfig:
 
     @classmethod
     def load(cls, path: str, **overrides: Any) -> "DecoderTrainConfig":
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        if path.endswith((".yaml", ".yml")):
-            import yaml
+        from ..train.config import read_config_file
 
-            d = yaml.safe_load(text) or {}
-        else:
-            d = json.loads(text)
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys")
-        d.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(d)
+        return cls.from_dict(read_config_file(path, overrides))

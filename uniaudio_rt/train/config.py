@@ -10,6 +10,10 @@ from typing import Any, Optional
 from .targets import MODES
 
 
+# keys a resumed run may change (they do not affect what the checkpoint holds)
+VOLATILE = ("steps", "checkpoint_every", "log_every", "threads")
+
+
 @dataclass
 class TrainConfig:
     """One training run. Relative paths are relative to the working directory."""
@@ -69,17 +73,27 @@ class TrainConfig:
         cfg.validate()
         return cfg
 
+    def resume_key(self) -> dict[str, Any]:
+        """What must not change when a run resumes from its checkpoint."""
+        return {k: v for k, v in self.to_dict().items() if k not in VOLATILE}
+
     @classmethod
     def load(cls, path: str, **overrides: Any) -> "TrainConfig":
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        if path.endswith((".yaml", ".yml")):
-            import yaml
+        return cls.from_dict(read_config_file(path, overrides))
 
-            d = yaml.safe_load(text) or {}
-        else:
-            d = json.loads(text)
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys")
-        d.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(d)
+
+def read_config_file(path: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """A YAML (.yaml/.yml, safe loader) or JSON config file as a dict, with the non-None
+    ``overrides`` applied (command-line options)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        d = yaml.safe_load(text) or {}
+    else:
+        d = json.loads(text)
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys")
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return d

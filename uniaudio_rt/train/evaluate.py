@@ -82,8 +82,8 @@ def transcribe(run: str, encoder, audios: list[np.ndarray], batch: int = 16, pro
 
     from ..mel import HOP_LENGTH, log_mel_spectrogram
     from ..models.whisper_decoder import WhisperDecoderConfig, WhisperTextDecoder
-    from ..models.whisper_text import WhisperTextTokenizer
-    from .model import SAPModel, ct2_whisper_dir
+    from ..models.whisper_text import WhisperTextTokenizer, default_whisper_dir
+    from .model import SAPModel
 
     d = os.path.join(run, "sap_decoder")
     with open(os.path.join(d, "config.json")) as f:
@@ -93,9 +93,8 @@ def transcribe(run: str, encoder, audios: list[np.ndarray], batch: int = 16, pro
     dec = WhisperTextDecoder(WhisperDecoderConfig.from_dict(meta["decoder"]))
     dec.load_state_dict(load_file(os.path.join(d, "model.safetensors")))
     model = SAPModel(encoder, dec.eval(), meta["vocab_ids"], 0).eval()
-    text_tok = WhisperTextTokenizer.from_dir(ct2_whisper_dir(whisper))
+    text_tok = WhisperTextTokenizer.from_dir(whisper or default_whisper_dir())
     stride = encoder.config.samples_per_token
-    out = []
     order = sorted(range(len(audios)), key=lambda i: audios[i].size)
     texts: dict[int, str] = {}
     for s in tqdm(range(0, len(order), batch), desc="SAP decode", disable=not progress):

@@ -22,7 +22,8 @@ import torch
 
 from .config import TrainConfig
 from .features import FeatureCache, build_cache
-from .model import SAPModel, build_encoder, ct2_whisper_dir
+from ..models.whisper_text import default_whisper_dir
+from .model import SAPModel, build_encoder
 from .targets import render_target
 
 log = logging.getLogger("uniaudio_rt.train")
@@ -74,8 +75,8 @@ class BatchPlan:
 
     def __init__(self, lengths: list[int], max_frames: int, seed: int):
         self.lengths, self.max_frames, self.seed = lengths, max_frames, seed
-        self._epochs: dict[int, list[list[int]]] = {}
-        self.per_epoch = len(make_batches(lengths, max_frames, seed, 0))
+        self._epochs = {0: make_batches(lengths, max_frames, seed, 0)}  # one epoch kept at a time
+        self.per_epoch = len(self._epochs[0])
 
     def __call__(self, step: int) -> list[int]:
         epoch, i = divmod(step, self.per_epoch)
@@ -171,28 +172,33 @@ def _param_groups(model: SAPModel, cfg: TrainConfig) -> list[dict[str, Any]]:
             {"params": dec_params, "lr": cfg.lr_decoder, "base_lr": cfg.lr_decoder, "name": "decoder"}]
 
 
-def _save_atomic(obj: Any, path: str) -> None:
+def save_atomic(obj: Any, path: str) -> None:
+    """torch.save to a temporary file, then rename: an interrupted save never leaves a torn checkpoint."""
     torch.save(obj, path + ".tmp")
     os.replace(path + ".tmp", path)
 
 
-def train(cfg: TrainConfig, progress: bool = True, max_steps: Optional[int] = None) -> str:
-    """Run (or resume) training; returns the output directory. ``max_steps`` stops early (tests)."""
-    from tqdm import tqdm
-
-    from ..checkpoint import save_pretrained
-    from ..convert.whisper_ct2 import load_ct2_whisper_decoder
-    from ..models.whisper_text import WhisperTextTokenizer
-
+def start_run(cfg) -> None:
+    """Validate ``cfg``, apply its thread count, create ``cfg.out`` and record the config there."""
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     os.makedirs(cfg.out, exist_ok=True)
     with open(os.path.join(cfg.out, "train_config.json"), "w") as f:
         json.dump(cfg.to_dict(), f, indent=2)
+
+
+def train(cfg: TrainConfig, progress: bool = True, max_steps: Optional[int] = None) -> str:
+    """Run (or resume) training; returns the output directory. ``max_steps`` stops early (tests)."""
+    from tqdm import tqdm
+
+    from ..convert.whisper_ct2 import load_ct2_whisper_decoder
+    from ..models.whisper_text import WhisperTextTokenizer
+
+    start_run(cfg)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    ct2_dir = ct2_whisper_dir(cfg.whisper)
+    ct2_dir = cfg.whisper or default_whisper_dir()
     encoder = build_encoder(ct2_dir, cfg.vocab_size, cfg.sae, cfg.sae_source, cfg.ema_decay,
                             cfg.restart_interval, cfg.commit_coefficient)
     decoder, _ = load_ct2_whisper_decoder(ct2_dir)
@@ -216,7 +222,7 @@ def train(cfg: TrainConfig, progress: bool = True, max_steps: Optional[int] = No
     step = 0
     if os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck["config"] != {k: v for k, v in cfg.to_dict().items() if k not in ("steps", "checkpoint_every", "log_every", "threads")}:
+        if ck["config"] != cfg.resume_key():
             raise ValueError(f"{ckpt_path} was written with a different config; use a new `out` directory")
         model.encoder.load_state_dict(ck["encoder"])
         model.decoder.load_state_dict(ck["decoder"])
@@ -233,8 +239,7 @@ def train(cfg: TrainConfig, progress: bool = True, max_steps: Optional[int] = No
                                 "batches_per_epoch": plan.per_epoch, **info}) + "\n")
 
     def checkpoint(step: int) -> None:
-        _save_atomic({"step": step, "config": {k: v for k, v in cfg.to_dict().items()
-                                               if k not in ("steps", "checkpoint_every", "log_every", "threads")},
+        save_atomic({"step": step, "config": cfg.resume_key(),
                       "encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict(),
                       "ema_updates": model.encoder.quantize_ema_count, "optimizer": opt.state_dict(),
                       "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()}, ckpt_path)

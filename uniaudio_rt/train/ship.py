@@ -1,7 +1,7 @@
 """`uniaudio-rt train ship`: copy a trained run's tokenizer into the package as the default model.
 
-Writes ``OUT/config.json`` + ``OUT/model.safetensors`` (float16; only what tokens need is not
-pruned: the HF layout stays complete), ``OUT/build_stats.json`` (training config, steps, wall time,
+Writes ``OUT/config.json`` + ``OUT/model.safetensors`` (float16, the complete HF layout: not
+pruned to what the tokens need), ``OUT/build_stats.json`` (training config, steps, wall time,
 the evaluation metrics, the float16-vs-float32 token agreement on the evaluation clips) and a model
 card ``OUT/README.md``. The SAP decoder stays out of the package.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
