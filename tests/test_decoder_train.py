@@ -290,6 +290,26 @@ def test_gan_option_trains_and_resumes(corpus, data, tmp_path, one_torch_thread)
     Detokenizer.from_pretrained(str(tmp_path / "a" / "decoder"))   # the discriminator is not exported
 
 
+def test_init_from_warm_starts_a_new_run(corpus, data, run, tmp_path, one_torch_thread):
+    """init_from copies the exported decoder's (float16) weights into a new run's models; sizes must match."""
+    from uniaudio_rt.decoder.loader import load_decoder
+    from uniaudio_rt.decoder.train import build_models, warm_start
+
+    cfg = _cfg(corpus, tmp_path / "w", init_from=str(run / "decoder"))
+    flow, hift = build_models(cfg, data.meta["vocab_size"], data.meta["frame_rate"], cfg.seed)
+    warm_start(flow, hift, cfg.init_from)
+    src_flow, src_hift = load_decoder(cfg.init_from)
+    for part, dst, src in (("flow", flow, src_flow), ("hift", hift, src_hift)):
+        for k, v in src.state_dict().items():
+            torch.testing.assert_close(dst.state_dict()[k], v.float(), rtol=0, atol=0, msg=f"{part}.{k}")
+    train(cfg, progress=False, max_steps=1)
+    log = [json.loads(line) for line in open(tmp_path / "w" / "train_log.jsonl")]
+    assert log[0]["init_from"] == cfg.init_from and log[1]["step"] == 1
+    with pytest.raises(ValueError, match="does not match this config's sizes"):
+        train(_cfg(corpus, tmp_path / "x", init_from=cfg.init_from,
+                   hift={**TINY_HIFT, "base_channels": TINY_HIFT["base_channels"] * 2}), progress=False)
+
+
 def test_export_loads_and_reconstruct_cli(run, speech_files, tmp_path):
     from uniaudio_rt.cli import main
     from uniaudio_rt.decoder.detokenizer import Detokenizer

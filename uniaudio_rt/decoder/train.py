@@ -425,6 +425,23 @@ def model_stats(flow: FlowDecoder, hift: HiFTGenerator) -> dict:
     return {"flow_params": pf, "hift_params": ph, "fp16_mb": round((pf + ph) * 2 / 1e6, 2)}
 
 
+def warm_start(flow: FlowDecoder, hift: HiFTGenerator, model_dir: str) -> None:
+    """Copy a trained decoder's weights (e.g. one trained on another tokenizer's tokens) into freshly
+    built models of the same sizes; the optimizers and the step count start anew."""
+    from .loader import load_decoder
+
+    src_flow, src_hift = load_decoder(model_dir)
+    for name, dst, src in (("flow", flow, src_flow), ("hift", hift, src_hift)):
+        want = {k: tuple(v.shape) for k, v in dst.state_dict().items()}
+        have = {k: tuple(v.shape) for k, v in src.state_dict().items()}
+        if want != have:
+            diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+            raise ValueError(f"init_from {model_dir}: its {name} does not match this config's sizes "
+                             f"({len(diff)} tensors differ, e.g. {diff[:3]})")
+        dst.load_state_dict({k: v.float() for k, v in src.state_dict().items()})
+    log.info("warm start from %s", model_dir)
+
+
 def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[int] = None) -> str:
     """Run (or resume) training; returns the output directory. ``max_steps`` stops early (tests)."""
     from tqdm import tqdm
@@ -468,8 +485,10 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
         step = ck["step"]
         log.info("resumed from %s at step %d", ckpt_path, step)
     else:
+        if cfg.init_from:
+            warm_start(flow, hift, cfg.init_from)
         with open(log_path, "w") as f:
-            f.write(json.dumps({"event": "start", "clips": len(data), "hours": round(data.meta["hours"], 3),
+            f.write(json.dumps({"event": "start", "clips": len(data), "init_from": cfg.init_from, "hours": round(data.meta["hours"], 3),
                                 "skipped_short": data.meta["skipped_short"], "data": data.path,
                                 "flow_batches_per_epoch": plan.per_epoch, **model_stats(flow, hift)}) + "\n")
 

@@ -19,6 +19,8 @@ def add_subparser(sub) -> None:
     p.add_argument("--tokenizer", default=None, help="override `tokenizer` (a tokenizer directory)")
     p.add_argument("--out", default=None, help="override `out`")
     p.add_argument("--steps", type=int, default=None, help="override `steps`")
+    p.add_argument("--init-from", default=None,
+                   help="override `init_from`: start a new run from this decoder directory's weights")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--prepare-only", action="store_true", help="only prepare (cache) the training data")
     p.add_argument("--export-only", action="store_true",
@@ -52,7 +54,7 @@ def cmd_train_decoder(args) -> int:
 
     try:
         cfg = DecoderTrainConfig.load(args.config, corpus=args.corpus, tokenizer=args.tokenizer, out=args.out,
-                                      steps=args.steps, threads=args.threads)
+                                      steps=args.steps, threads=args.threads, init_from=args.init_from)
     except (OSError, ValueError) as e:
         raise SystemExit(f"uniaudio-rt train-decoder: {e}")
     if args.export_only:

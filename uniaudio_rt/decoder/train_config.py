@@ -81,6 +81,8 @@ class DecoderTrainConfig:
     corpus: str = "corpus"                  # `uniaudio-rt data build` output
     out: str = "runs/decoder"               # checkpoints, logs, the exported decoder (OUT/decoder)
     tokenizer: Optional[str] = None         # tokenizer directory; None = the package's default
+    init_from: Optional[str] = None         # warm start: a decoder directory (config.yaml, flow.pt, hift.pt)
+                                            # whose weights a new run starts from (same model sizes)
     cache: Optional[str] = None             # prepared-data directory; None = <corpus>/.decoder_data
     kinds: list[str] = field(default_factory=lambda: ["speech", "voice"])  # add "event", "music" to include them
     min_tokens: int = 12                    # clips with fewer tokens (0.48 s) are left out
