@@ -84,6 +84,11 @@ def test_batches_fit_cover_and_are_deterministic():
         source_repeats(rows, {"c": 2})
     with pytest.raises(ValueError, match="source_repeats"):
         TrainConfig.from_dict({"source_repeats": {"a": 1.5}})
+    # YAML 1.1 reads 1e-4 as a string and 1 as an int: float fields take both, a non-number is named
+    cfg = TrainConfig.from_dict({"lr_decoder": "1e-4", "ema_decay": 1})
+    assert cfg.lr_decoder == 1e-4 and isinstance(cfg.ema_decay, float)
+    with pytest.raises(ValueError, match="lr_encoder must be a number"):
+        TrainConfig.from_dict({"lr_encoder": "fast"})
 
 
 def test_lr_schedule():

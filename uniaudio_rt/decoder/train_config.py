@@ -185,14 +185,9 @@ class DecoderTrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown decoder training config keys: {unknown} (known: {sorted(known)})")
-        for f in fields(cls):  # YAML 1.1 reads 1e-6 as a string
-            if f.name in d and isinstance(f.default, float) and isinstance(d[f.name], (str, int)) \
-                    and not isinstance(d[f.name], bool):
-                try:
-                    d[f.name] = float(d[f.name])
-                except ValueError:
-                    raise ValueError(f"{f.name} must be a number, got {d[f.name]!r}") from None
-        cfg = cls(**d)
+        from ..train.config import coerce_floats
+
+        cfg = cls(**coerce_floats(cls, d))
         cfg.validate()
         return cfg
 

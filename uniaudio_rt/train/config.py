@@ -73,7 +73,7 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown training config keys: {unknown} (known: {sorted(known)})")
-        cfg = cls(**d)
+        cfg = cls(**coerce_floats(cls, d))
         cfg.validate()
         return cfg
 
@@ -84,6 +84,20 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str, **overrides: Any) -> "TrainConfig":
         return cls.from_dict(read_config_file(path, overrides))
+
+
+def coerce_floats(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with the values of the dataclass' float fields made floats: YAML 1.1 reads ``1e-6`` as
+    a string and ``1`` as an int. A value that is no number raises ValueError naming the key."""
+    out = dict(d)
+    for f in dataclasses.fields(cls):
+        v = out.get(f.name)
+        if isinstance(f.default, float) and isinstance(v, (str, int)) and not isinstance(v, bool):
+            try:
+                out[f.name] = float(v)
+            except ValueError:
+                raise ValueError(f"{f.name} must be a number, got {v!r}") from None
+    return out
 
 
 def read_config_file(path: str, overrides: dict[str, Any]) -> dict[str, Any]:
