@@ -251,6 +251,30 @@ def test_losses_go_down_on_one_batch(data, one_torch_thread):
     assert after[2] < 0.8 * before[2], (before, after)   # F0 predictor (Hz)
 
 
+def test_mu_prior_loss(data, one_torch_thread):
+    """mu_weight adds w x MSE(mu, mel) to the flow-matching loss; training with it pulls mu to the mel."""
+    from uniaudio_rt.decoder.train import build_models
+
+    flow, _ = build_models(_cfg("unused", "unused"), 1024, 25.0, 0)
+    tokens, mel = flow_batch(data, [0, 1, 2], 30, flow.cfg, np.random.default_rng(0))
+    plain = flow_matching_loss(flow, tokens, mel, torch.Generator().manual_seed(5))
+    with_mu = flow_matching_loss(flow, tokens, mel, torch.Generator().manual_seed(5), mu_weight=0.5)
+    torch.testing.assert_close(plain["loss"].detach(), plain["fm"])
+    torch.testing.assert_close(with_mu["loss"].detach(), plain["fm"] + 0.5 * plain["mu"])
+    torch.testing.assert_close(with_mu["mu"], (flow.mu(tokens, mel.shape[2]) - mel).pow(2).mean().detach())
+    opt = torch.optim.AdamW(flow.parameters(), lr=3e-3)
+    before = float(with_mu["mu"])
+    for step in range(30):
+        loss = flow_matching_loss(flow, tokens, mel, torch.Generator().manual_seed(step), mu_weight=1.0)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = float(flow_matching_loss(flow, tokens, mel, torch.Generator().manual_seed(5))["mu"])
+    assert after < 0.5 * before, (before, after)
+    with pytest.raises(ValueError, match="mu_weight"):
+        DecoderTrainConfig.from_dict({"mu_weight": -1})
+
+
 # ----------------------------------------------------------------------------- loop, resume, export
 def test_resume_equals_uninterrupted(corpus, run, tmp_path, one_torch_thread):
     resumed = tmp_path / "resumed"

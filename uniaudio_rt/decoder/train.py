@@ -280,14 +280,16 @@ def flow_batch(data: DecoderData, idx: list[int], segment_tokens: int, flow_cfg:
 
 def flow_matching_loss(flow: FlowDecoder, tokens: Tensor, mel: Tensor, generator: Optional[torch.Generator] = None,
                        sigma_min: float = 1e-6, cfg_dropout: float = 0.2, prompt_prob: float = 0.5,
-                       prompt_max_fraction: float = 0.7, loss: str = "l2") -> dict[str, Tensor]:
+                       prompt_max_fraction: float = 0.7, loss: str = "l2", mu_weight: float = 0.0) -> dict[str, Tensor]:
     """Conditional flow-matching loss of ``flow`` on tokens (B, K) with target mel (B, 80, F).
 
     Inputs to the estimator are built exactly as at inference (``FlowDecoder.inference``): mu from
     the encoder and regulator (F frames), the speaker projection of a zero embedding, and ``cond``
     = a prefix of the target mel (the prompt) with zeros after it. For a ``cfg_dropout`` share of
     the clips mu, speaker and cond are all zero: the unconditional input of classifier-free
-    guidance. Returns ``loss`` and its parts."""
+    guidance. ``mu_weight`` > 0 adds that times the mean squared error between mu and the target mel
+    (a prior loss as in Matcha-TTS: the encoder learns a mel estimate the estimator refines; the
+    model and its inference are unchanged). Returns ``loss`` and its parts (``fm``, ``mu``)."""
     b, _, n = mel.shape
     cfm = flow.cfg.cfm
     mu = flow.mu(tokens, n)
@@ -308,8 +310,11 @@ def flow_matching_loss(flow: FlowDecoder, tokens: Tensor, mel: Tensor, generator
     v = flow.decoder.estimator(xt, mu * keep[:, None, None], t, spks * keep[:, None], cond * keep[:, None, None])
     weight = 1 - prompt_mask
     err = (v - target).pow(2) if loss == "l2" else (v - target).abs()
-    value = (err * weight).sum() / (weight.sum() * mel.shape[1]).clamp(min=1)
-    return {"loss": value, "prompt_frames": n_prompt.float().mean(), "uncond": 1 - keep.mean()}
+    fm = (err * weight).sum() / (weight.sum() * mel.shape[1]).clamp(min=1)
+    mu_err = (mu - mel).pow(2).mean()
+    value = fm + mu_weight * mu_err if mu_weight > 0 else fm
+    return {"loss": value, "fm": fm.detach(), "mu": mu_err.detach(), "prompt_frames": n_prompt.float().mean(),
+            "uncond": 1 - keep.mean()}
 
 
 # ----------------------------------------------------------------------------- HiFT
@@ -516,12 +521,12 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
                 grp["lr"] = cfg.flow_lr * f
             tokens, mel = flow_batch(data, plan(step), cfg.flow_segment_tokens, flow.cfg, rng)
             out = flow_matching_loss(flow, tokens, mel, g, cfg.sigma_min, cfg.cfg_dropout, cfg.prompt_prob,
-                                     cfg.prompt_max_fraction, cfg.flow_loss)
+                                     cfg.prompt_max_fraction, cfg.flow_loss, cfg.mu_weight)
             opt_flow.zero_grad(set_to_none=True)
             out["loss"].backward()
             rec["flow_grad_norm"] = _clip(flow.parameters(), cfg.grad_clip)
             opt_flow.step()
-            rec.update(flow_loss=out["loss"].item(), flow_tokens=float(tokens.numel()),
+            rec.update(flow_loss=out["fm"].item(), mu_mse=out["mu"].item(), flow_tokens=float(tokens.numel()),
                        sec_flow=time.perf_counter() - t0)
         if cfg.train_hift:
             t0 = time.perf_counter()

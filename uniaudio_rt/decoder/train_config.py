@@ -103,6 +103,7 @@ class DecoderTrainConfig:
     prompt_max_fraction: float = 0.7        # prefix length uniform in [0, this x frames]; the public recipe
                                             # uses 0.3, Detokenizer.stream's prompt is up to 60 / (60 + 25)
     flow_loss: str = "l2"                   # "l2" or "l1", over the non-prompt frames
+    mu_weight: float = 0.0                  # > 0: + this x MSE(mu, mel), a prior loss on the encoder's mel estimate
     # HiFT (no GAN: multi-resolution STFT + mel L1; the F0 predictor regresses an autocorrelation F0)
     hift_batch: int = 8
     hift_segment_frames: int = 32           # 0.37 s of audio per segment
@@ -156,6 +157,8 @@ class DecoderTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.flow_loss not in ("l1", "l2"):
             raise ValueError(f"flow_loss must be 'l1' or 'l2', got {self.flow_loss!r}")
+        if self.mu_weight < 0:
+            raise ValueError(f"mu_weight must be >= 0, got {self.mu_weight}")
         for name in ("cfg_dropout", "prompt_prob", "prompt_max_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
