@@ -421,3 +421,15 @@ def test_evaluate_decoder_two_clips(run, corpus, tmp_path, capsys):
     assert 0 <= res["wer_vocoder"] and res["mcd_db_vocoder_mean"] > 0
     assert all({"asr_vocoder", "wer_vocoder", "mcd_db_vocoder"} <= set(c) for c in res["per_clip"])
     assert json.loads(capsys.readouterr().out)["clips"] == 2
+    # ship it: files copied, the tokenizer it was trained on fingerprinted, a card written
+    ship_dir = tmp_path / "shipped"
+    assert main(["train-decoder-ship", "--run", str(run), "--metrics", str(out), "--out", str(ship_dir)]) == 0
+    stats = json.load(open(ship_dir / "build_stats.json"))
+    from uniaudio_rt.decoder.ship import sha256_file
+    tok_dir = json.load(open(run / "decoder" / "train_info.json"))["tokenizer"]
+    assert stats["tokenizer_model_sha256"] == sha256_file(os.path.join(tok_dir, "model.safetensors"))
+    assert stats["steps"] == 4 and stats["metrics"]["clips"] == 2 and "per_clip" not in stats["metrics"]
+    assert (ship_dir / "flow.pt").read_bytes() == (run / "decoder" / "flow.pt").read_bytes()
+    assert "WER" in (ship_dir / "README.md").read_text()
+    with pytest.raises(SystemExit, match="no metrics"):
+        main(["train-decoder-ship", "--run", str(run), "--out", str(tmp_path / "x")])

@@ -47,6 +47,17 @@ def add_subparser(sub) -> None:
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_evaluate_decoder)
 
+    h = sub.add_parser(
+        "train-decoder-ship", help="copy a trained, evaluated decoder run into the package as the default",
+        description="Copy RUN/decoder (config.yaml, flow.pt, hift.pt) to OUT with build_stats.json (training "
+                    "record, evaluate-decoder metrics, sha256 of the tokenizer weights it was trained on) and a "
+                    "model card.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    h.add_argument("--run", required=True, help="decoder training output directory (after evaluate-decoder "
+                                                "--json RUN/metrics.json)")
+    h.add_argument("--metrics", default=None, help="evaluate-decoder JSON (default: RUN/metrics.json)")
+    h.add_argument("--out", default=None, help="default: the package's assets/decoder")
+    h.set_defaults(func=cmd_ship_decoder)
+
 
 def cmd_train_decoder(args) -> int:
     from .train import export_checkpoint, prepare_data, train
@@ -88,4 +99,16 @@ def cmd_evaluate_decoder(args) -> int:
     except (OSError, ValueError, RuntimeError) as e:
         raise SystemExit(f"uniaudio-rt evaluate-decoder: {e}")
     print(json.dumps({k: v for k, v in res.items() if k != "per_clip"}, indent=1, ensure_ascii=False))
+    return 0
+
+
+def cmd_ship_decoder(args) -> int:
+    from .detokenizer import DEFAULT_DECODER_DIR
+    from .ship import ship_decoder
+
+    try:
+        stats = ship_decoder(args.run, args.out or DEFAULT_DECODER_DIR, args.metrics)
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"uniaudio-rt train-decoder-ship: {e}")
+    print(json.dumps({k: v for k, v in stats.items() if k != "train_config"}, indent=1, ensure_ascii=False))
     return 0
