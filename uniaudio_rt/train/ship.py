@@ -76,7 +76,7 @@ target; encoder lr {c['lr_encoder']}, decoder/SAE lr {c['lr_decoder']}; conv fro
 Final decoder cross-entropy {s['final_ce']:.3f}. Reproduce: `uniaudio-rt train --config
 configs/train/{s['run']}.yaml`, then `uniaudio-rt train-ship` (docs/RESULTS.md).
 
-**Evaluation** (visible eval sets, no package shared with training): event clusters
+**Evaluation** (visible eval sets; no clip or prompt shared with training: eval_wer shares only its package and speaker with the 1-4-word English training prompts): event clusters
 purity {m['events'].get('purity', float('nan')):.3f} / silhouette {m['events'].get('silhouette', float('nan')):.3f}
 ({m['events'].get('classes')} classes, {m['events'].get('clips')} clips); gender probe accuracy
 {m['gender'].get('accuracy', float('nan')):.3f} ({m['gender'].get('clips')} clips); SAP-decoder CER
