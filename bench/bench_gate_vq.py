@@ -64,7 +64,7 @@ def main():
         shapes.append(("default", 750, 384, 1024, load_encoder(DEFAULT_MODEL_DIR).codebook.weight.detach()))
     except ValueError:
         pass
-    paths = [pth for pth in ("avx512bf16-screen", "avx2-int16-screen", "portable") if ops._C.vq_cpu_path_supported(pth)]
+    paths = [pth for pth in ("amx-bf16-screen", "avx512bf16-screen", "avx2-int16-screen", "portable") if ops._C.vq_cpu_path_supported(pth)]
     rows = []
     for name, t, d, k, codes in shapes:
         cb = codes if codes is not None else torch.randn(k, d, generator=g)

@@ -57,18 +57,7 @@ torch::Tensor pack_bf16(const torch::Tensor& codes) {
   check_matrix(codes, "codebook");
   const int64_t k = codes.size(0), d = codes.size(1), dp = (d + 31) / 32 * 32;
   auto out = torch::zeros({k, dp}, torch::kInt16);
-  const float* src = codes.data_ptr<float>();
-  auto* dst = reinterpret_cast<uint16_t*>(out.data_ptr<int16_t>());
-  for (int64_t r = 0; r < k; ++r)
-    for (int64_t i = 0; i < d; ++i) {
-      uint32_t bits;
-      std::memcpy(&bits, src + r * d + i, 4);
-      if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu)) {
-        dst[r * dp + i] = static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
-      } else {
-        dst[r * dp + i] = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-      }
-    }
+  uniaudio::pack_codebook_bf16(codes.data_ptr<float>(), k, d, dp, reinterpret_cast<uint16_t*>(out.data_ptr<int16_t>()));
   return out;
 }
 

@@ -7,7 +7,7 @@ import torch
 from uniaudio_rt import ops
 
 needs_cpp = pytest.mark.skipif(ops._C is None, reason="native extension not built")
-CPU_PATHS = ["avx512bf16-screen", "avx2-int16-screen", "portable"]
+CPU_PATHS = ["amx-bf16-screen", "avx512bf16-screen", "avx2-int16-screen", "portable"]
 
 
 def supported_paths():

@@ -24,6 +24,9 @@ struct CodebookView {
   int64_t d_pad;             // multiple of 32
 };
 
+// bf16 screen copy of the codebook: round-to-nearest-even bf16 bits, rows zero-padded to d_pad.
+void pack_codebook_bf16(const float* codes, int64_t k, int64_t d, int64_t d_pad, uint16_t* out);
+
 // int16 screen: vectors are quantized per vector to integers |q| <= i16_qmax(d_pad) (at most 2047,
 // fewer bits for wide vectors) so that a whole d_pad-long integer dot product fits in int32.
 constexpr int64_t kI16MaxDim = 16384;
@@ -51,7 +54,7 @@ void vq_argmin_cpu(const float* x, int64_t n, const CodebookView& cb, int64_t* t
 // Quantize rows of `x` (n, d) for the int16 screen: q (n, d_pad) zero-padded; meta (n, 3): scale s
 // (x ~ s q), ||x - s q||, ||s q||.
 void quantize_i16_rows(const float* x, int64_t n, int64_t d, int64_t d_pad, int16_t* q, float* meta);
-// CPU search paths: "avx512bf16-screen", "avx2-int16-screen", "portable". vq_cpu_path() names the
+// CPU search paths: "amx-bf16-screen", "avx512bf16-screen", "avx2-int16-screen", "portable". vq_cpu_path() names the
 // one that runs (the fastest this CPU supports unless forced); set_vq_cpu_path("auto") resets.
 const char* vq_cpu_path();
 bool vq_cpu_path_supported(const char* name);

@@ -1,6 +1,10 @@
 // CPU kernels: fused SAE gate epilogue + LayerNorm + nearest-code search.
 //
-// Nearest-code search, three paths chosen at run time (the fastest the CPU supports):
+// Nearest-code search, four paths chosen at run time (the fastest the CPU supports):
+//  * amx-bf16-screen (AMX-BF16 tiles, Sapphire Rapids and later): the same bf16 screen and bound as
+//    below, but the dot products run as 16 x 16 x 32 tile multiply-adds (tdpbf16ps) on blocks of
+//    32 codes x 32 rows; rows are packed into the tile layout once per chunk and the codebook's bf16
+//    copy is read as it is. The bound arithmetic runs 16 rows at a time in AVX-512.
 //  * avx512bf16-screen (AVX-512 BF16): distances are first screened with bf16 dot products
 //    (vdpbf16ps, twice the fp32 FMA rate). For row x and code c the screened distance
 //    d~ = ||c||^2 - 2 x~.c~ is within m = 2 (2^-7 + 2^-16 + d 2^-24) ||x|| ||c|| of the exact one
@@ -26,8 +30,16 @@
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
 #include <immintrin.h>
 #define UNIAUDIO_X86 1
+#endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
 #endif
 
 namespace uniaudio {
@@ -37,7 +49,7 @@ constexpr int64_t kChunkRows = 64;   // rows per OpenMP work item (bf16 rows sta
 constexpr int64_t kTileCodes = 64;   // codes per tile
 constexpr size_t kMaxCandidates = 128;
 
-enum class Path : int { kAuto = 0, kBf16 = 1, kI16 = 2, kPortable = 3 };
+enum class Path : int { kAuto = 0, kBf16 = 1, kI16 = 2, kPortable = 3, kAmx = 4 };
 std::atomic<int> g_forced_path{static_cast<int>(Path::kAuto)};
 std::atomic<int64_t> g_fallback_rows{0};
 
@@ -69,8 +81,31 @@ bool cpu_has_avx512f() {
 #endif
 }
 
+// AMX-BF16 needs the CPU feature bits, the OS enabling tile state in XCR0, and (Linux) the process's
+// permission to use tile data, requested once.
+bool cpu_has_amx_bf16() {
+#if defined(UNIAUDIO_X86) && defined(__linux__)
+  static const bool ok = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool amx_bf16 = (d >> 22) & 1u, amx_tile = (d >> 24) & 1u;
+    if (!amx_bf16 || !amx_tile || !cpu_has_avx512bf16()) return false;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1u)) return false;  // OSXSAVE
+    unsigned lo = 0, hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if (((lo >> 17) & 3u) != 3u) return false;  // XTILECFG and XTILEDATA enabled by the OS
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
 bool path_supported(Path p) {
   switch (p) {
+    case Path::kAmx: return cpu_has_amx_bf16();
     case Path::kBf16: return cpu_has_avx512bf16();
     case Path::kI16: return cpu_has_avx2();
     default: return true;
@@ -80,6 +115,7 @@ bool path_supported(Path p) {
 Path active_path() {
   const Path forced = static_cast<Path>(g_forced_path.load());
   if (forced != Path::kAuto) return forced;
+  if (cpu_has_amx_bf16()) return Path::kAmx;
   if (cpu_has_avx512bf16()) return Path::kBf16;
   if (cpu_has_avx2()) return Path::kI16;
   return Path::kPortable;
@@ -87,6 +123,7 @@ Path active_path() {
 
 const char* path_name(Path p) {
   switch (p) {
+    case Path::kAmx: return "amx-bf16-screen";
     case Path::kBf16: return "avx512bf16-screen";
     case Path::kI16: return "avx2-int16-screen";
     case Path::kPortable: return "portable";
@@ -206,13 +243,36 @@ void gate_ln_row(const GateLNParams& p, int64_t r, float* out) {
 }
 
 // ---------------------------------------------------------------- exact helpers
-double exact_distance(const float* x, const float* c, int64_t d) {
+double exact_distance_scalar(const float* x, const float* c, int64_t d) {
   double s = 0.0;
   for (int64_t i = 0; i < d; ++i) {
     const double t = static_cast<double>(x[i]) - c[i];
     s += t * t;
   }
   return s;
+}
+
+#ifdef UNIAUDIO_X86
+// The same in float64 with 8 lanes x 2 accumulators (the re-scoring of the screens' survivors).
+__attribute__((target("avx512f"))) double exact_distance_avx512(const float* x, const float* c, int64_t d) {
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  int64_t i = 0;
+  for (; i + 16 <= d; i += 16) {
+    const __m512d t0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), _mm512_cvtps_pd(_mm256_loadu_ps(c + i)));
+    const __m512d t1 =
+        _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)), _mm512_cvtps_pd(_mm256_loadu_ps(c + i + 8)));
+    s0 = _mm512_fmadd_pd(t0, t0, s0);
+    s1 = _mm512_fmadd_pd(t1, t1, s1);
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) + exact_distance_scalar(x + i, c + i, d - i);
+}
+#endif
+
+double exact_distance(const float* x, const float* c, int64_t d) {
+#ifdef UNIAUDIO_X86
+  if (cpu_has_avx512f()) return exact_distance_avx512(x, c, d);
+#endif
+  return exact_distance_scalar(x, c, d);
 }
 
 // Portable fp32 scan of `rows` rows (lowest index wins ties).
@@ -285,7 +345,7 @@ void finish_rows(const float* x, int64_t rows, const CodebookView& cb, std::vect
     for (const auto& c : s.cand) {
       if (c.first > s.upper) continue;
       const double dist = exact_distance(x + r * d, cb.codes + c.second * d, d);
-      if (dist < best) {
+      if (dist < best || (dist == best && c.second < best_k)) {
         best = dist;
         best_k = c.second;
       }
@@ -331,21 +391,38 @@ inline void dot4x4(const uint16_t* const* xr, const uint16_t* const* cr, int64_t
     for (int j = 0; j < 4; ++j) out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
+// Error bound of a bf16-screened distance d~ = ||c||^2 - 2 x~.c~ (x~, c~ rounded to bf16, products
+// accumulated in fp32): |d~ - d| <= m(x, c) = (alpha ||x|| ||c|| + beta (||c||^2 + 2 ||x|| ||c||)) slack
+// + tiny (sqrt(d) (||x|| + ||c||) + d), the last term for bf16/fp32 values flushed to zero (denormals).
+struct Bf16Bound {
+  float alpha, beta, tiny_lin, tiny_abs;
+  static constexpr float slack = 1.0f + 1e-5f;  // the fp32 arithmetic of the bound itself
+  explicit Bf16Bound(int64_t d)
+      : alpha(2.0f * (std::ldexp(1.0f, -7) + std::ldexp(1.0f, -16) + static_cast<float>(d) * std::ldexp(1.0f, -24))),
+        beta(static_cast<float>(d + 8) * std::ldexp(1.0f, -24)),
+        tiny_lin(std::ldexp(2.0f, -125) * std::sqrt(static_cast<float>(d))),
+        tiny_abs(std::ldexp(2.0f, -125) * static_cast<float>(d)) {}
+  // ||x|| rounded up (the norms enter the bound as upper bounds)
+  static void row_norms(const float* x, int64_t rows, int64_t d, float* out) {
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0.0;
+      for (int64_t i = 0; i < d; ++i) s += static_cast<double>(x[r * d + i]) * x[r * d + i];
+      out[r] = static_cast<float>(std::sqrt(s)) * slack;
+    }
+  }
+  float margin(float xn, float cn) const {
+    return (alpha * xn * cn + beta * (cn * cn + 2.0f * xn * cn)) * slack + tiny_lin * (xn + cn) + tiny_abs;
+  }
+};
+
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 void argmin_bf16_screen(const float* x, int64_t rows, const CodebookView& cb, int64_t* out) {
   const int64_t d = cb.d, dp = cb.d_pad, K = cb.k;
   std::vector<uint16_t> xb(static_cast<size_t>(rows * dp));
   to_bf16_rows(x, rows, d, dp, xb.data());
-  const float alpha = 2.0f * (std::ldexp(1.0f, -7) + std::ldexp(1.0f, -16) + static_cast<float>(d) * std::ldexp(1.0f, -24));
-  const float beta = static_cast<float>(d + 8) * std::ldexp(1.0f, -24);
-  // slack on the bound for the fp32 arithmetic of the bound itself
-  const float slack = 1.0f + 1e-5f;
+  const Bf16Bound bound(d);
   std::vector<float> xnorm(rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    double s = 0.0;
-    for (int64_t i = 0; i < d; ++i) s += static_cast<double>(x[r * d + i]) * x[r * d + i];
-    xnorm[r] = static_cast<float>(std::sqrt(s)) * slack;
-  }
+  Bf16Bound::row_norms(x, rows, d, xnorm.data());
   std::vector<RowState> st(rows);
   for (auto& s : st) s.cand.reserve(kMaxCandidates);
   float dots[4][4];
@@ -362,16 +439,133 @@ void argmin_bf16_screen(const float* x, int64_t rows, const CodebookView& cb, in
           RowState& s = st[r0 + i];
           for (int j = 0; j < 4 && k + j < k1; ++j) {
             const int64_t code = k + j;
-            const float approx = cb.sq_norms[code] - 2.0f * dots[i][j];
-            // dot-product error, plus fp32 rounding of ||c||^2 and of the subtraction
-            const float cn = cb.norms[code];
-            const float m = (alpha * xnorm[r0 + i] * cn + beta * (cn * cn + 2.0f * xnorm[r0 + i] * cn)) * slack;
-            s.consider(approx, m, code);
+            s.consider(cb.sq_norms[code] - 2.0f * dots[i][j], bound.margin(xnorm[r0 + i], cb.norms[code]), code);
           }
         }
       }
     }
   }
+  finish_rows(x, rows, cb, st, out);
+}
+
+// ---------------------------------------------------------------- AMX-BF16 screen
+// Tile registers: tmm0-3 accumulate a 32-code x 32-row block (fp32, [code][row]), tmm4/5 hold 16
+// codes x 32 dimensions each (A: the codebook's row-major bf16 copy), tmm6/7 hold 32 dimensions of
+// 16 rows each in the pair-interleaved layout tdpbf16ps expects for its second operand (B).
+struct alignas(64) AmxTileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Screen one 16-code x 16-row tile of dot products (c[m][n] = code c0 + m . row r0 + n): update the
+// rows' upper bounds and keep the codes whose lower bound is not above them.
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+void amx_screen_tile(const float (*c)[16], int64_t c0, int64_t r0, int64_t rows, const CodebookView& cb,
+                     const Bf16Bound& bound, const float* xn, float* upper, std::vector<RowState>& st) {
+  const int ncodes = static_cast<int>(std::min<int64_t>(16, cb.k - c0));
+  if (ncodes <= 0 || r0 >= rows) return;
+  const __mmask16 valid = rows - r0 >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (rows - r0)) - 1);
+  const __m512 xnv = _mm512_loadu_ps(xn + r0), two = _mm512_set1_ps(2.0f), slack = _mm512_set1_ps(Bf16Bound::slack);
+  const __m512 lin = _mm512_mul_ps(_mm512_set1_ps(bound.tiny_lin), xnv);
+  __m512 up = _mm512_loadu_ps(upper + r0);
+  __m512 low[16];
+  for (int m = 0; m < ncodes; ++m) {
+    const int64_t code = c0 + m;
+    const float cn = cb.norms[code];
+    const __m512 approx = _mm512_fnmadd_ps(two, _mm512_loadu_ps(c[m]), _mm512_set1_ps(cb.sq_norms[code]));
+    // (alpha xn cn + beta (cn^2 + 2 xn cn)) slack + tiny_lin (xn + cn) + tiny_abs
+    __m512 mrg = _mm512_fmadd_ps(xnv, _mm512_set1_ps((bound.alpha + 2.0f * bound.beta) * cn),
+                                 _mm512_set1_ps(bound.beta * cn * cn));
+    mrg = _mm512_fmadd_ps(mrg, slack, _mm512_add_ps(lin, _mm512_set1_ps(bound.tiny_lin * cn + bound.tiny_abs)));
+    low[m] = _mm512_sub_ps(approx, mrg);
+    up = _mm512_min_ps(up, _mm512_add_ps(approx, mrg));
+  }
+  _mm512_storeu_ps(upper + r0, up);
+  alignas(64) float lows[16];
+  for (int m = 0; m < ncodes; ++m) {
+    unsigned mask = _mm512_mask_cmp_ps_mask(valid, low[m], up, _CMP_LE_OQ);
+    if (!mask) continue;
+    _mm512_store_ps(lows, low[m]);
+    while (mask) {
+      const int n = __builtin_ctz(mask);
+      mask &= mask - 1;
+      RowState& s = st[r0 + n];
+      s.upper = upper[r0 + n];
+      s.add(lows[n], c0 + m);
+    }
+  }
+}
+
+__attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")))
+void argmin_amx_screen(const float* x, int64_t rows, const CodebookView& cb, int64_t* out) {
+  const int64_t d = cb.d, dp = cb.d_pad, K = cb.k, pairs = dp / 2, steps = dp / 32;
+  const int64_t rp = (rows + 31) / 32 * 32;
+  // rows -> bf16, then per group of 16 rows [pair][row][2] (one 32-bit pair per row and pair index)
+  std::vector<uint16_t> xb(static_cast<size_t>(rows * dp));
+  to_bf16_rows(x, rows, d, dp, xb.data());
+  std::vector<uint32_t> xv(static_cast<size_t>(rp * pairs), 0u);
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t* src = xb.data() + r * dp;
+    uint32_t* dst = xv.data() + (r / 16) * pairs * 16 + (r % 16);
+    for (int64_t p = 0; p < pairs; ++p) {
+      uint32_t v;
+      std::memcpy(&v, src + 2 * p, 4);
+      dst[p * 16] = v;
+    }
+  }
+  const Bf16Bound bound(d);
+  std::vector<float> xn(static_cast<size_t>(rp), 0.0f), upper(static_cast<size_t>(rp), std::numeric_limits<float>::infinity());
+  Bf16Bound::row_norms(x, rows, d, xn.data());
+  std::vector<RowState> st(rows);
+  for (auto& s : st) s.cand.reserve(kMaxCandidates);
+  std::vector<uint16_t> tail;  // the last block of codes, zero-padded to 32
+  AmxTileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+  alignas(64) float acc[4][16][16];
+  const int64_t a_stride = dp * 2;
+  for (int64_t c0 = 0; c0 < K; c0 += 32) {
+    const uint16_t* a = cb.codes_bf16 + c0 * dp;
+    if (c0 + 32 > K) {
+      tail.assign(static_cast<size_t>(32 * dp), 0);
+      std::memcpy(tail.data(), a, static_cast<size_t>((K - c0) * dp) * sizeof(uint16_t));
+      a = tail.data();
+    }
+    for (int64_t r0 = 0; r0 < rp; r0 += 32) {
+      const uint32_t* b0 = xv.data() + (r0 / 16) * pairs * 16;
+      const uint32_t* b1 = b0 + pairs * 16;
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (int64_t t = 0; t < steps; ++t) {
+        _tile_loadd(4, a + t * 32, a_stride);
+        _tile_loadd(5, a + 16 * dp + t * 32, a_stride);
+        _tile_loadd(6, b0 + t * 256, 64);
+        _tile_loadd(7, b1 + t * 256, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 5, 6);
+        _tile_dpbf16ps(2, 4, 7);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      _tile_stored(0, acc[0], 64);
+      _tile_stored(1, acc[1], 64);
+      _tile_stored(2, acc[2], 64);
+      _tile_stored(3, acc[3], 64);
+      amx_screen_tile(acc[0], c0, r0, rows, cb, bound, xn.data(), upper.data(), st);
+      amx_screen_tile(acc[1], c0 + 16, r0, rows, cb, bound, xn.data(), upper.data(), st);
+      amx_screen_tile(acc[2], c0, r0 + 16, rows, cb, bound, xn.data(), upper.data(), st);
+      amx_screen_tile(acc[3], c0 + 16, r0 + 16, rows, cb, bound, xn.data(), upper.data(), st);
+    }
+  }
+  _tile_release();
+  for (int64_t r = 0; r < rows; ++r) st[r].upper = upper[r];
   finish_rows(x, rows, cb, st, out);
 }
 
@@ -482,6 +676,10 @@ void argmin_i16_screen(const float* x, int64_t rows, const CodebookView& cb, int
 void argmin_rows(const float* x, int64_t rows, const CodebookView& cb, int64_t* out) {
 #ifdef UNIAUDIO_X86
   const Path p = active_path();
+  if (p == Path::kAmx && cb.codes_bf16 != nullptr && cpu_has_amx_bf16()) {
+    argmin_amx_screen(x, rows, cb, out);
+    return;
+  }
   if (p == Path::kBf16 && cb.codes_bf16 != nullptr && cpu_has_avx512bf16()) {
     argmin_bf16_screen(x, rows, cb, out);
     return;
@@ -517,6 +715,21 @@ void quantize_i16_rows(const float* x, int64_t n, int64_t d, int64_t d_pad, int1
     meta[r * 3 + 0] = scale;  // the norms are bounds: rounded up a little
     meta[r * 3 + 1] = static_cast<float>(std::sqrt(err) * (1.0 + 1e-6));
     meta[r * 3 + 2] = static_cast<float>(std::sqrt(qn) * (1.0 + 1e-6));
+  }
+}
+
+void pack_codebook_bf16(const float* codes, int64_t k, int64_t d, int64_t d_pad, uint16_t* out) {
+  for (int64_t r = 0; r < k; ++r) {
+    for (int64_t i = 0; i < d; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, codes + r * d + i, 4);
+      if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu)) {
+        out[r * d_pad + i] = static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
+      } else {
+        out[r * d_pad + i] = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+      }
+    }
+    for (int64_t i = d; i < d_pad; ++i) out[r * d_pad + i] = 0;
   }
 }
 
@@ -557,13 +770,13 @@ void pack_codebook_i16(const float* codes, int64_t k, int64_t d, int64_t d_pad, 
 const char* vq_cpu_path() { return path_name(active_path()); }
 
 bool vq_cpu_path_supported(const char* name) {
-  for (Path p : {Path::kBf16, Path::kI16, Path::kPortable})
+  for (Path p : {Path::kAmx, Path::kBf16, Path::kI16, Path::kPortable})
     if (std::strcmp(name, path_name(p)) == 0) return path_supported(p);
   return std::strcmp(name, "auto") == 0;
 }
 
 void set_vq_cpu_path(const char* name) {
-  for (Path p : {Path::kAuto, Path::kBf16, Path::kI16, Path::kPortable})
+  for (Path p : {Path::kAuto, Path::kAmx, Path::kBf16, Path::kI16, Path::kPortable})
     if (std::strcmp(name, path_name(p)) == 0) {
       g_forced_path.store(static_cast<int>(p));
       return;
@@ -571,20 +784,37 @@ void set_vq_cpu_path(const char* name) {
 }
 int64_t vq_cpu_fallback_rows() { return g_fallback_rows.load(); }
 
+namespace {
+// Rows per OpenMP work item. The AMX screen reads the whole codebook once per chunk, so it takes one
+// chunk per thread (rows a multiple of 32, at most ~1 MiB of bf16 rows so they stay in L2); the
+// other paths use small chunks.
+int64_t chunk_rows(int64_t n, const CodebookView& cb) {
+  if (active_path() != Path::kAmx) return kChunkRows;
+#ifdef _OPENMP
+  const int64_t threads = std::max(1, omp_get_max_threads());
+#else
+  const int64_t threads = 1;
+#endif
+  const int64_t cap = std::max<int64_t>(32, ((int64_t{1} << 20) / (2 * cb.d_pad)) / 32 * 32);
+  const int64_t even = ((n + threads - 1) / threads + 31) / 32 * 32;
+  return std::max<int64_t>(32, std::min(cap, even));
+}
+}  // namespace
+
 void vq_argmin_cpu(const float* x, int64_t n, const CodebookView& cb, int64_t* tokens) {
-  const int64_t chunks = (n + kChunkRows - 1) / kChunkRows;
+  const int64_t step = chunk_rows(n, cb), chunks = (n + step - 1) / step;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t r0 = c * kChunkRows, rows = std::min(kChunkRows, n - r0);
+    const int64_t r0 = c * step, rows = std::min(step, n - r0);
     argmin_rows(x + r0 * cb.d, rows, cb, tokens + r0);
   }
 }
 
 void gate_ln_vq_cpu(const GateLNParams& p, const CodebookView& cb, int64_t* tokens, float* y) {
-  const int64_t chunks = (p.n + kChunkRows - 1) / kChunkRows;
+  const int64_t step = chunk_rows(p.n, cb), chunks = (p.n + step - 1) / step;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t r0 = c * kChunkRows, rows = std::min(kChunkRows, p.n - r0);
+    const int64_t r0 = c * step, rows = std::min(step, p.n - r0);
     std::vector<float> buf;
     float* yc = y ? y + r0 * p.d : nullptr;
     if (!yc) {

@@ -23,6 +23,8 @@ int check(int64_t n, int64_t k, int64_t d, unsigned seed) {
   const int64_t dp = (d + 31) / 32 * 32, kp = uniaudio::i16_padded_codes(k);
   std::vector<float> sq(k), norms(k), meta(5 * kp);
   std::vector<int16_t> packed(kp * dp);
+  std::vector<uint16_t> bf16(k * dp);
+  uniaudio::pack_codebook_bf16(codes.data(), k, d, dp, bf16.data());
   for (int64_t c = 0; c < k; ++c) {
     double s = 0;
     for (int64_t i = 0; i < d; ++i) s += double(codes[c * d + i]) * codes[c * d + i];
@@ -30,9 +32,9 @@ int check(int64_t n, int64_t k, int64_t d, unsigned seed) {
     norms[c] = float(std::sqrt(s));
   }
   uniaudio::pack_codebook_i16(codes.data(), k, d, dp, packed.data(), meta.data());
-  uniaudio::CodebookView cb{codes.data(), sq.data(), norms.data(), nullptr, packed.data(), meta.data(), k, d, dp};
+  uniaudio::CodebookView cb{codes.data(), sq.data(), norms.data(), bf16.data(), packed.data(), meta.data(), k, d, dp};
   int failures = 0;
-  for (const char* path : {"avx2-int16-screen", "portable"}) {
+  for (const char* path : {"amx-bf16-screen", "avx512bf16-screen", "avx2-int16-screen", "portable"}) {
     if (!uniaudio::vq_cpu_path_supported(path)) continue;
     uniaudio::set_vq_cpu_path(path);
     std::vector<int64_t> tokens(n);
