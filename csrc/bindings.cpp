@@ -23,7 +23,8 @@ void check_matrix(const torch::Tensor& t, const char* name, int64_t cols = -1, b
 }
 
 uniaudio::CodebookView view(const torch::Tensor& codes, const torch::Tensor& sq, const torch::Tensor& norms,
-                            const torch::Tensor& bf16, const torch::Tensor& i16, const torch::Tensor& i16_meta) {
+                            const torch::Tensor& bf16, const torch::Tensor& bf16_err, const torch::Tensor& i16,
+                            const torch::Tensor& i16_meta) {
   check_matrix(codes, "codebook");
   const int64_t k = codes.size(0), d = codes.size(1);
   TORCH_CHECK(k > 0, "codebook is empty");
@@ -37,6 +38,11 @@ uniaudio::CodebookView view(const torch::Tensor& codes, const torch::Tensor& sq,
                     bf16.size(1) == v.d_pad && bf16.is_contiguous(),
                 "codes_bf16 must be int16 (", k, ", ", v.d_pad, "), got ", bf16.sizes());
     v.codes_bf16 = reinterpret_cast<const uint16_t*>(bf16.data_ptr<int16_t>());
+    if (bf16_err.numel()) {
+      TORCH_CHECK(bf16_err.scalar_type() == torch::kFloat32 && bf16_err.numel() == k && bf16_err.is_contiguous(),
+                  "bf16_err must be contiguous float32 of size ", k, " (from pack_bf16)");
+      v.bf16_err = bf16_err.data_ptr<float>();
+    }
   }
   if (i16.numel()) {
     const int64_t kp = uniaudio::i16_padded_codes(k);
@@ -52,13 +58,16 @@ uniaudio::CodebookView view(const torch::Tensor& codes, const torch::Tensor& sq,
   return v;
 }
 
-// Round-to-nearest-even float32 -> bfloat16 bits, rows zero-padded to a multiple of 32.
-torch::Tensor pack_bf16(const torch::Tensor& codes) {
+// Round-to-nearest-even float32 -> bfloat16 bits, rows zero-padded to a multiple of 32, and each
+// code's rounding error norm (the bf16 screens' bound uses it).
+std::tuple<torch::Tensor, torch::Tensor> pack_bf16(const torch::Tensor& codes) {
   check_matrix(codes, "codebook");
   const int64_t k = codes.size(0), d = codes.size(1), dp = (d + 31) / 32 * 32;
   auto out = torch::zeros({k, dp}, torch::kInt16);
-  uniaudio::pack_codebook_bf16(codes.data_ptr<float>(), k, d, dp, reinterpret_cast<uint16_t*>(out.data_ptr<int16_t>()));
-  return out;
+  auto err = torch::empty({k}, torch::kFloat32);
+  uniaudio::pack_codebook_bf16(codes.data_ptr<float>(), k, d, dp, reinterpret_cast<uint16_t*>(out.data_ptr<int16_t>()),
+                               err.data_ptr<float>());
+  return {out, err};
 }
 
 // Codes quantized for the int16 screen: (q int16 (K, D padded to 32), meta float32 (K, 3)).
@@ -74,9 +83,9 @@ std::tuple<torch::Tensor, torch::Tensor> pack_i16(const torch::Tensor& codes) {
 }
 
 torch::Tensor vq_argmin(const torch::Tensor& x, const torch::Tensor& codes, const torch::Tensor& sq,
-                        const torch::Tensor& norms, const torch::Tensor& bf16, const torch::Tensor& i16,
-                        const torch::Tensor& i16_meta) {
-  auto cb = view(codes, sq, norms, bf16, i16, i16_meta);
+                        const torch::Tensor& norms, const torch::Tensor& bf16, const torch::Tensor& bf16_err,
+                        const torch::Tensor& i16, const torch::Tensor& i16_meta) {
+  auto cb = view(codes, sq, norms, bf16, bf16_err, i16, i16_meta);
   check_matrix(x, "x", cb.d);
   auto tokens = torch::empty({x.size(0)}, torch::kInt64);
   uniaudio::vq_argmin_cpu(x.data_ptr<float>(), x.size(0), cb, tokens.data_ptr<int64_t>());
@@ -87,9 +96,10 @@ std::tuple<torch::Tensor, torch::Tensor> gate_ln_vq(const torch::Tensor& deep, c
                                                     const torch::Tensor& adapter, const torch::Tensor& ln_w,
                                                     const torch::Tensor& ln_b, double eps, const torch::Tensor& codes,
                                                     const torch::Tensor& sq, const torch::Tensor& norms,
-                                                    const torch::Tensor& bf16, const torch::Tensor& i16,
-                                                    const torch::Tensor& i16_meta, bool return_y) {
-  auto cb = view(codes, sq, norms, bf16, i16, i16_meta);
+                                                    const torch::Tensor& bf16, const torch::Tensor& bf16_err,
+                                                    const torch::Tensor& i16, const torch::Tensor& i16_meta,
+                                                    bool return_y) {
+  auto cb = view(codes, sq, norms, bf16, bf16_err, i16, i16_meta);
   check_matrix(deep, "x_deep", cb.d);
   check_matrix(adapter, "adapter_out", cb.d);
   TORCH_CHECK(adapter.size(0) == deep.size(0), "adapter_out has ", adapter.size(0), " rows, x_deep ", deep.size(0));
@@ -131,7 +141,7 @@ void register_decoder_ops(pybind11::module& m);  // decoder_ops/decoder_ops_bind
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "uniaudio-rt native ops";
-  m.def("pack_bf16", &pack_bf16, "codebook float32 (K, D) -> bf16 bits int16 (K, D padded to 32)");
+  m.def("pack_bf16", &pack_bf16, "codebook float32 (K, D) -> (bf16 bits int16 (K, D padded to 32), rounding error norms float32 (K,))");
   m.def("vq_argmin", &vq_argmin, "nearest code per row (CPU)");
   m.def("gate_ln_vq", &gate_ln_vq, "fused SAE gate epilogue + LayerNorm + nearest code (CPU)");
   m.def("pack_i16", &pack_i16, "codebook float32 (K, D) -> (int16 screen codes (K padded to 24, D padded to 32), meta (5, K padded))");

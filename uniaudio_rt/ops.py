@@ -17,6 +17,8 @@ kernel (extension built with CUDA) or else Triton for CUDA tensors, the PyTorch 
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -34,11 +36,15 @@ except ImportError:  # built without native ops (UNIAUDIO_RT_NO_EXT=1, or no com
 BACKENDS = ("auto", "cpp", "cuda", "triton", "ref")
 
 
-def _triton_usable() -> bool:
+@functools.lru_cache(maxsize=None)
+def _triton_installed() -> bool:
     import importlib.util
-    import os
 
-    if importlib.util.find_spec("triton") is None:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _triton_usable() -> bool:
+    if not _triton_installed():
         return False
     return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -77,6 +83,7 @@ class Codebook:
     sq_norms: Tensor           # (K,)
     norms: Tensor              # (K,)
     codes_bf16: Tensor         # (K, D padded to 32) int16 bits, or empty
+    bf16_err: Tensor           # (K,) ||c - bf16(c)|| (the bf16 screens' error bound), or empty
     codes_i16: Tensor          # int16 screen copy (K padded to 24, D padded to 32), interleaved; or empty
     i16_meta: Tensor           # (5, K padded) scale, quantization error, quantized norm, ||c||^2, ||c||
 
@@ -87,11 +94,11 @@ class Codebook:
         c = codebook.detach().float().contiguous()
         sq = (c.double() ** 2).sum(1)
         empty = torch.empty(0, dtype=torch.int16)
-        packed, q, meta = empty, empty, torch.empty(0)
+        packed, err, q, meta = empty, torch.empty(0), empty, torch.empty(0)
         if _C is not None and c.device.type == "cpu":
-            packed = _C.pack_bf16(c)
+            packed, err = _C.pack_bf16(c)
             q, meta = _C.pack_i16(c)
-        return cls(c, sq.float(), sq.sqrt().float(), packed, q, meta)
+        return cls(c, sq.float(), sq.sqrt().float(), packed, err, q, meta)
 
 
 def _as_codebook(codebook) -> Codebook:
@@ -123,7 +130,7 @@ def vq_argmin(x: Tensor, codebook, backend: str = "auto") -> Tensor:
         return vq_argmin_triton(flat, cb.codes.to(flat.device), cb.sq_norms.to(flat.device)).view(x.shape[:-1])
     if which == "cuda":
         return _C.vq_argmin_gpu(flat, cb.codes.to(flat.device), cb.sq_norms.to(flat.device)).view(x.shape[:-1])
-    return _C.vq_argmin(flat, cb.codes, cb.sq_norms, cb.norms, cb.codes_bf16, cb.codes_i16,
+    return _C.vq_argmin(flat, cb.codes, cb.sq_norms, cb.norms, cb.codes_bf16, cb.bf16_err, cb.codes_i16,
                         cb.i16_meta).view(x.shape[:-1])
 
 
@@ -169,7 +176,7 @@ def gate_ln_vq(x_deep: Tensor, gate_logits: Optional[Tensor], adapter_out: Tenso
         raise ValueError(f"row counts differ: x_deep {deep.shape[0]}, adapter_out {a.shape[0]}, "
                          f"gate_logits {gl.shape[0] if gate_logits is not None else '-'}")
     tokens, y = _C.gate_ln_vq(deep, gl, a, ln.weight.detach().float().contiguous(), ln.bias.detach().float().contiguous(),
-                              float(ln.eps), cb.codes, cb.sq_norms, cb.norms, cb.codes_bf16, cb.codes_i16,
+                              float(ln.eps), cb.codes, cb.sq_norms, cb.norms, cb.codes_bf16, cb.bf16_err, cb.codes_i16,
                               cb.i16_meta, return_y)
     tokens = tokens.view(shape)
     return (tokens, y.view(*shape, d)) if return_y else tokens

@@ -22,10 +22,12 @@ struct CodebookView {
   int64_t k;
   int64_t d;
   int64_t d_pad;             // multiple of 32
+  const float* bf16_err = nullptr;  // (k,) ||c_k - bf16(c_k)|| rounded up (pack_codebook_bf16), or null
 };
 
-// bf16 screen copy of the codebook: round-to-nearest-even bf16 bits, rows zero-padded to d_pad.
-void pack_codebook_bf16(const float* codes, int64_t k, int64_t d, int64_t d_pad, uint16_t* out);
+// bf16 screen copy of the codebook: round-to-nearest-even bf16 bits, rows zero-padded to d_pad, and
+// (if err is not null) each code's rounding error norm ||c - bf16(c)||, rounded up.
+void pack_codebook_bf16(const float* codes, int64_t k, int64_t d, int64_t d_pad, uint16_t* out, float* err);
 
 // int16 screen: vectors are quantized per vector to integers |q| <= i16_qmax(d_pad) (at most 2047,
 // fewer bits for wide vectors) so that a whole d_pad-long integer dot product fits in int32.

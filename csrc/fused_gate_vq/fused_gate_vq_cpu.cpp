@@ -243,6 +243,13 @@ void gate_ln_row(const GateLNParams& p, int64_t r, float* out) {
 }
 
 // ---------------------------------------------------------------- exact helpers
+float bf16_to_float(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
 double exact_distance_scalar(const float* x, const float* c, int64_t d) {
   double s = 0.0;
   for (int64_t i = 0; i < d; ++i) {
@@ -273,6 +280,33 @@ double exact_distance(const float* x, const float* c, int64_t d) {
   if (cpu_has_avx512f()) return exact_distance_avx512(x, c, d);
 #endif
   return exact_distance_scalar(x, c, d);
+}
+
+// ||x||^2 in float64.
+double exact_sq_norm_scalar(const float* x, int64_t d) {
+  double s = 0.0;
+  for (int64_t i = 0; i < d; ++i) s += static_cast<double>(x[i]) * x[i];
+  return s;
+}
+
+#ifdef UNIAUDIO_X86
+__attribute__((target("avx512f"))) double exact_sq_norm_avx512(const float* x, int64_t d) {
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  int64_t i = 0;
+  for (; i + 16 <= d; i += 16) {
+    const __m512d t0 = _mm512_cvtps_pd(_mm256_loadu_ps(x + i)), t1 = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8));
+    s0 = _mm512_fmadd_pd(t0, t0, s0);
+    s1 = _mm512_fmadd_pd(t1, t1, s1);
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) + exact_sq_norm_scalar(x + i, d - i);
+}
+#endif
+
+double exact_sq_norm(const float* x, int64_t d) {
+#ifdef UNIAUDIO_X86
+  if (cpu_has_avx512f()) return exact_sq_norm_avx512(x, d);
+#endif
+  return exact_sq_norm_scalar(x, d);
 }
 
 // Portable fp32 scan of `rows` rows (lowest index wins ties).
@@ -391,28 +425,44 @@ inline void dot4x4(const uint16_t* const* xr, const uint16_t* const* cr, int64_t
     for (int j = 0; j < 4; ++j) out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
-// Error bound of a bf16-screened distance d~ = ||c||^2 - 2 x~.c~ (x~, c~ rounded to bf16, products
-// accumulated in fp32): |d~ - d| <= m(x, c) = (alpha ||x|| ||c|| + beta (||c||^2 + 2 ||x|| ||c||)) slack
-// + tiny (sqrt(d) (||x|| + ||c||) + d), the last term for bf16/fp32 values flushed to zero (denormals).
+// Error bound of a bf16-screened distance d~ = ||c||^2 - 2 x~.c~ (x~, c~ the bf16 roundings, the
+// products accumulated in fp32). With e_x = x - x~ and e_c = c - c~, x.c - x~.c~ = e_x.c + x~.e_c, so
+//   |d~ - d| <= m = 2 (||e_x|| ||c|| + ||x~|| ||e_c||) + beta (||c~||^2 + 2 ||x~|| ||c~||)
+// where beta = (d + 8) 2^-24 covers the fp32 accumulation of d products, the rounding of ||c||^2 and
+// of the subtraction; plus tiny terms for bf16/fp32 values flushed to zero (denormals). The norms
+// enter as upper bounds: ||x~|| <= xt = ||x|| + ||e_x||, ||c~|| <= ct = ||c|| + ||e_c||. ||e_c|| is
+// measured when the codebook is packed (or bounded by 2^-8 ||c||), ||e_x|| per row, so the bound
+// follows the actual rounding (about half the worst case), and m = ex p1_c + xt p2_c + p3_c.
 struct Bf16Bound {
-  float alpha, beta, tiny_lin, tiny_abs;
   static constexpr float slack = 1.0f + 1e-5f;  // the fp32 arithmetic of the bound itself
-  explicit Bf16Bound(int64_t d)
-      : alpha(2.0f * (std::ldexp(1.0f, -7) + std::ldexp(1.0f, -16) + static_cast<float>(d) * std::ldexp(1.0f, -24))),
-        beta(static_cast<float>(d + 8) * std::ldexp(1.0f, -24)),
-        tiny_lin(std::ldexp(2.0f, -125) * std::sqrt(static_cast<float>(d))),
-        tiny_abs(std::ldexp(2.0f, -125) * static_cast<float>(d)) {}
-  // ||x|| rounded up (the norms enter the bound as upper bounds)
-  static void row_norms(const float* x, int64_t rows, int64_t d, float* out) {
-    for (int64_t r = 0; r < rows; ++r) {
-      double s = 0.0;
-      for (int64_t i = 0; i < d; ++i) s += static_cast<double>(x[r * d + i]) * x[r * d + i];
-      out[r] = static_cast<float>(std::sqrt(s)) * slack;
+  std::vector<float> p1, p2, p3;
+  explicit Bf16Bound(const CodebookView& cb) : p1(cb.k), p2(cb.k), p3(cb.k) {
+    const float beta = static_cast<float>(cb.d + 8) * std::ldexp(1.0f, -24);
+    const float tiny_lin = std::ldexp(2.0f, -125) * std::sqrt(static_cast<float>(cb.d));
+    const float tiny_abs = std::ldexp(2.0f, -125) * static_cast<float>(cb.d);
+    for (int64_t c = 0; c < cb.k; ++c) {
+      const float cn = cb.norms[c];
+      const float ec = cb.bf16_err ? cb.bf16_err[c] : std::ldexp(cn, -8) * slack;
+      const float ct = cn + ec;
+      p1[c] = 2.0f * cn * slack;
+      p2[c] = (2.0f * ec + 2.0f * beta * ct) * slack + tiny_lin;
+      p3[c] = beta * ct * ct * slack + tiny_lin * ct + tiny_abs;
     }
   }
-  float margin(float xn, float cn) const {
-    return (alpha * xn * cn + beta * (cn * cn + 2.0f * xn * cn)) * slack + tiny_lin * (xn + cn) + tiny_abs;
+  // Per row: ex = ||x - x~|| and xt = ||x|| + ex, both rounded up (x~: bf16 bits, d_pad per row).
+  static void rows(const float* x, const uint16_t* xb, int64_t rows, int64_t d, int64_t dp, float* ex, float* xt) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const double n2 = exact_sq_norm(x + r * d, d);
+      double e2 = 0.0;
+      for (int64_t i = 0; i < d; ++i) {
+        const double e = static_cast<double>(x[r * d + i]) - bf16_to_float(xb[r * dp + i]);
+        e2 += e * e;
+      }
+      ex[r] = static_cast<float>(std::sqrt(e2)) * slack;
+      xt[r] = (static_cast<float>(std::sqrt(n2)) + ex[r]) * slack;
+    }
   }
+  float margin(float ex, float xt, int64_t c) const { return ex * p1[c] + xt * p2[c] + p3[c]; }
 };
 
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
@@ -420,9 +470,9 @@ void argmin_bf16_screen(const float* x, int64_t rows, const CodebookView& cb, in
   const int64_t d = cb.d, dp = cb.d_pad, K = cb.k;
   std::vector<uint16_t> xb(static_cast<size_t>(rows * dp));
   to_bf16_rows(x, rows, d, dp, xb.data());
-  const Bf16Bound bound(d);
-  std::vector<float> xnorm(rows);
-  Bf16Bound::row_norms(x, rows, d, xnorm.data());
+  const Bf16Bound bound(cb);
+  std::vector<float> ex(rows), xt(rows);
+  Bf16Bound::rows(x, xb.data(), rows, d, dp, ex.data(), xt.data());
   std::vector<RowState> st(rows);
   for (auto& s : st) s.cand.reserve(kMaxCandidates);
   float dots[4][4];
@@ -439,7 +489,7 @@ void argmin_bf16_screen(const float* x, int64_t rows, const CodebookView& cb, in
           RowState& s = st[r0 + i];
           for (int j = 0; j < 4 && k + j < k1; ++j) {
             const int64_t code = k + j;
-            s.consider(cb.sq_norms[code] - 2.0f * dots[i][j], bound.margin(xnorm[r0 + i], cb.norms[code]), code);
+            s.consider(cb.sq_norms[code] - 2.0f * dots[i][j], bound.margin(ex[r0 + i], xt[r0 + i], code), code);
           }
         }
       }
@@ -464,22 +514,18 @@ struct alignas(64) AmxTileConfig {
 // rows' upper bounds and keep the codes whose lower bound is not above them.
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 void amx_screen_tile(const float (*c)[16], int64_t c0, int64_t r0, int64_t rows, const CodebookView& cb,
-                     const Bf16Bound& bound, const float* xn, float* upper, std::vector<RowState>& st) {
+                     const Bf16Bound& bound, const float* ex, const float* xt, float* upper, std::vector<RowState>& st) {
   const int ncodes = static_cast<int>(std::min<int64_t>(16, cb.k - c0));
   if (ncodes <= 0 || r0 >= rows) return;
   const __mmask16 valid = rows - r0 >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (rows - r0)) - 1);
-  const __m512 xnv = _mm512_loadu_ps(xn + r0), two = _mm512_set1_ps(2.0f), slack = _mm512_set1_ps(Bf16Bound::slack);
-  const __m512 lin = _mm512_mul_ps(_mm512_set1_ps(bound.tiny_lin), xnv);
+  const __m512 exv = _mm512_loadu_ps(ex + r0), xtv = _mm512_loadu_ps(xt + r0), two = _mm512_set1_ps(2.0f);
   __m512 up = _mm512_loadu_ps(upper + r0);
   __m512 low[16];
   for (int m = 0; m < ncodes; ++m) {
     const int64_t code = c0 + m;
-    const float cn = cb.norms[code];
     const __m512 approx = _mm512_fnmadd_ps(two, _mm512_loadu_ps(c[m]), _mm512_set1_ps(cb.sq_norms[code]));
-    // (alpha xn cn + beta (cn^2 + 2 xn cn)) slack + tiny_lin (xn + cn) + tiny_abs
-    __m512 mrg = _mm512_fmadd_ps(xnv, _mm512_set1_ps((bound.alpha + 2.0f * bound.beta) * cn),
-                                 _mm512_set1_ps(bound.beta * cn * cn));
-    mrg = _mm512_fmadd_ps(mrg, slack, _mm512_add_ps(lin, _mm512_set1_ps(bound.tiny_lin * cn + bound.tiny_abs)));
+    const __m512 mrg = _mm512_fmadd_ps(exv, _mm512_set1_ps(bound.p1[code]),
+                                       _mm512_fmadd_ps(xtv, _mm512_set1_ps(bound.p2[code]), _mm512_set1_ps(bound.p3[code])));
     low[m] = _mm512_sub_ps(approx, mrg);
     up = _mm512_min_ps(up, _mm512_add_ps(approx, mrg));
   }
@@ -516,9 +562,10 @@ void argmin_amx_screen(const float* x, int64_t rows, const CodebookView& cb, int
       dst[p * 16] = v;
     }
   }
-  const Bf16Bound bound(d);
-  std::vector<float> xn(static_cast<size_t>(rp), 0.0f), upper(static_cast<size_t>(rp), std::numeric_limits<float>::infinity());
-  Bf16Bound::row_norms(x, rows, d, xn.data());
+  const Bf16Bound bound(cb);
+  std::vector<float> ex(static_cast<size_t>(rp), 0.0f), xt(static_cast<size_t>(rp), 0.0f);
+  std::vector<float> upper(static_cast<size_t>(rp), std::numeric_limits<float>::infinity());
+  Bf16Bound::rows(x, xb.data(), rows, d, dp, ex.data(), xt.data());
   std::vector<RowState> st(rows);
   for (auto& s : st) s.cand.reserve(kMaxCandidates);
   std::vector<uint16_t> tail;  // the last block of codes, zero-padded to 32
@@ -558,10 +605,10 @@ void argmin_amx_screen(const float* x, int64_t rows, const CodebookView& cb, int
       _tile_stored(1, acc[1], 64);
       _tile_stored(2, acc[2], 64);
       _tile_stored(3, acc[3], 64);
-      amx_screen_tile(acc[0], c0, r0, rows, cb, bound, xn.data(), upper.data(), st);
-      amx_screen_tile(acc[1], c0 + 16, r0, rows, cb, bound, xn.data(), upper.data(), st);
-      amx_screen_tile(acc[2], c0, r0 + 16, rows, cb, bound, xn.data(), upper.data(), st);
-      amx_screen_tile(acc[3], c0 + 16, r0 + 16, rows, cb, bound, xn.data(), upper.data(), st);
+      amx_screen_tile(acc[0], c0, r0, rows, cb, bound, ex.data(), xt.data(), upper.data(), st);
+      amx_screen_tile(acc[1], c0 + 16, r0, rows, cb, bound, ex.data(), xt.data(), upper.data(), st);
+      amx_screen_tile(acc[2], c0, r0 + 16, rows, cb, bound, ex.data(), xt.data(), upper.data(), st);
+      amx_screen_tile(acc[3], c0 + 16, r0 + 16, rows, cb, bound, ex.data(), xt.data(), upper.data(), st);
     }
   }
   _tile_release();
@@ -718,18 +765,24 @@ void quantize_i16_rows(const float* x, int64_t n, int64_t d, int64_t d_pad, int1
   }
 }
 
-void pack_codebook_bf16(const float* codes, int64_t k, int64_t d, int64_t d_pad, uint16_t* out) {
+void pack_codebook_bf16(const float* codes, int64_t k, int64_t d, int64_t d_pad, uint16_t* out, float* err) {
   for (int64_t r = 0; r < k; ++r) {
+    double e2 = 0.0;
     for (int64_t i = 0; i < d; ++i) {
       uint32_t bits;
       std::memcpy(&bits, codes + r * d + i, 4);
+      uint16_t b;
       if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu)) {
-        out[r * d_pad + i] = static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
+        b = static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
       } else {
-        out[r * d_pad + i] = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+        b = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
       }
+      out[r * d_pad + i] = b;
+      const double e = static_cast<double>(codes[r * d + i]) - bf16_to_float(b);
+      e2 += e * e;
     }
     for (int64_t i = d; i < d_pad; ++i) out[r * d_pad + i] = 0;
+    if (err) err[r] = static_cast<float>(std::sqrt(e2) * (1.0 + 1e-6));
   }
 }
 

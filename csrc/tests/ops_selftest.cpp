@@ -24,7 +24,8 @@ int check(int64_t n, int64_t k, int64_t d, unsigned seed) {
   std::vector<float> sq(k), norms(k), meta(5 * kp);
   std::vector<int16_t> packed(kp * dp);
   std::vector<uint16_t> bf16(k * dp);
-  uniaudio::pack_codebook_bf16(codes.data(), k, d, dp, bf16.data());
+  std::vector<float> bf16_err(k);
+  uniaudio::pack_codebook_bf16(codes.data(), k, d, dp, bf16.data(), bf16_err.data());
   for (int64_t c = 0; c < k; ++c) {
     double s = 0;
     for (int64_t i = 0; i < d; ++i) s += double(codes[c * d + i]) * codes[c * d + i];
@@ -32,7 +33,7 @@ int check(int64_t n, int64_t k, int64_t d, unsigned seed) {
     norms[c] = float(std::sqrt(s));
   }
   uniaudio::pack_codebook_i16(codes.data(), k, d, dp, packed.data(), meta.data());
-  uniaudio::CodebookView cb{codes.data(), sq.data(), norms.data(), bf16.data(), packed.data(), meta.data(), k, d, dp};
+  uniaudio::CodebookView cb{codes.data(), sq.data(), norms.data(), bf16.data(), packed.data(), meta.data(), k, d, dp, bf16_err.data()};
   int failures = 0;
   for (const char* path : {"amx-bf16-screen", "avx512bf16-screen", "avx2-int16-screen", "portable"}) {
     if (!uniaudio::vq_cpu_path_supported(path)) continue;
