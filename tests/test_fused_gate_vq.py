@@ -167,3 +167,43 @@ def test_screens_stay_exact_on_hard_codebooks(cpu_path, case):
     exact = ((x.double()[:, None, :] - cb.double()[None]) ** 2).sum(-1).argmin(1) if t * k * d < 5e7 else None
     if exact is not None and cpu_path != "portable":  # the screens re-score in float64: exact nearest
         assert torch.equal(got, exact)
+
+
+@needs_cpp
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("t,d,k", [(750, 384, 1024), (301, 1280, 777), (33, 20, 31)])
+def test_screens_exact_across_chunks_and_threads(cpu_path, threads, t, d, k):
+    """Row counts that split into uneven chunks (the AMX path takes one chunk per thread, rows padded
+    to 32), codebooks with a partial last block, d not a multiple of 32: every screen returns the
+    float64 nearest code."""
+    g = torch.Generator().manual_seed(t + d + k)
+    cb = torch.randn(k, d, generator=g) * (1 + torch.rand(k, 1, generator=g))
+    x = torch.nn.functional.layer_norm(torch.randn(t, d, generator=g), (d,))
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the extension shares torch's OpenMP runtime
+    try:
+        got = ops.vq_argmin(x, cb, backend="cpp")
+    finally:
+        torch.set_num_threads(old)
+    xd, cd = x.double(), cb.double()
+    dist = (xd ** 2).sum(1, keepdim=True) - 2 * xd @ cd.t() + (cd ** 2).sum(1)
+    exact = dist.argmin(1)
+    if cpu_path == "portable":  # one fp32 pass: may differ from float64 only on near ties
+        near_tie_only(x, cb, got, exact)
+    else:
+        assert torch.equal(got, exact)
+
+
+@needs_cpp
+def test_bf16_pack_error_norms():
+    """pack_bf16's per-code rounding error norms (they enter the screens' bound) are upper bounds of
+    the true ones and tight."""
+    g = torch.Generator().manual_seed(3)
+    cb = torch.randn(50, 70, generator=g) * torch.logspace(-3, 3, 50)[:, None]
+    bits, err = ops._C.pack_bf16(cb.contiguous())
+    assert bits.shape == (50, 96) and err.shape == (50,)
+    rounded = (bits[:, :70].to(torch.int32) << 16).view(torch.float32)
+    true = (cb.double() - rounded.double()).norm(dim=1)
+    assert torch.equal(rounded, cb.bfloat16().float())  # round to nearest even, as torch
+    assert (err.double() >= true).all() and (err.double() <= true * (1 + 1e-5) + 1e-30).all()
+    assert (bits[:, 70:] == 0).all()
