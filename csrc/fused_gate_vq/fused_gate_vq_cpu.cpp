@@ -425,6 +425,40 @@ inline void dot4x4(const uint16_t* const* xr, const uint16_t* const* cr, int64_t
     for (int j = 0; j < 4; ++j) out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
+// ||x - x~||^2 in float64 for x~ given as bf16 bits.
+double bf16_sq_error_scalar(const float* x, const uint16_t* xb, int64_t d) {
+  double e2 = 0.0;
+  for (int64_t i = 0; i < d; ++i) {
+    const double e = static_cast<double>(x[i]) - bf16_to_float(xb[i]);
+    e2 += e * e;
+  }
+  return e2;
+}
+
+#ifdef UNIAUDIO_X86
+__attribute__((target("avx512f"))) double bf16_sq_error_avx512(const float* x, const uint16_t* xb, int64_t d) {
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  int64_t i = 0;
+  for (; i + 16 <= d; i += 16) {
+    const __m512i bits = _mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + i))), 16);
+    const __m512 e = _mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_castsi512_ps(bits));  // exact: x's low bits
+    const __m512d e0 = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
+    const __m512d e1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
+    s0 = _mm512_fmadd_pd(e0, e0, s0);
+    s1 = _mm512_fmadd_pd(e1, e1, s1);
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) + bf16_sq_error_scalar(x + i, xb + i, d - i);
+}
+#endif
+
+double bf16_sq_error(const float* x, const uint16_t* xb, int64_t d) {
+#ifdef UNIAUDIO_X86
+  if (cpu_has_avx512f()) return bf16_sq_error_avx512(x, xb, d);
+#endif
+  return bf16_sq_error_scalar(x, xb, d);
+}
+
 // Error bound of a bf16-screened distance d~ = ||c||^2 - 2 x~.c~ (x~, c~ the bf16 roundings, the
 // products accumulated in fp32). With e_x = x - x~ and e_c = c - c~, x.c - x~.c~ = e_x.c + x~.e_c, so
 //   |d~ - d| <= m = 2 (||e_x|| ||c|| + ||x~|| ||e_c||) + beta (||c~||^2 + 2 ||x~|| ||c~||)
@@ -453,11 +487,7 @@ struct Bf16Bound {
   static void rows(const float* x, const uint16_t* xb, int64_t rows, int64_t d, int64_t dp, float* ex, float* xt) {
     for (int64_t r = 0; r < rows; ++r) {
       const double n2 = exact_sq_norm(x + r * d, d);
-      double e2 = 0.0;
-      for (int64_t i = 0; i < d; ++i) {
-        const double e = static_cast<double>(x[r * d + i]) - bf16_to_float(xb[r * dp + i]);
-        e2 += e * e;
-      }
+      const double e2 = bf16_sq_error(x + r * d, xb + r * dp, d);
       ex[r] = static_cast<float>(std::sqrt(e2)) * slack;
       xt[r] = (static_cast<float>(std::sqrt(n2)) + ex[r]) * slack;
     }
