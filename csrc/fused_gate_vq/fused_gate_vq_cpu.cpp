@@ -250,64 +250,77 @@ float bf16_to_float(uint16_t b) {
   return f;
 }
 
-double exact_distance_scalar(const float* x, const float* c, int64_t d) {
+// sum_i (x_i - y_i)^2 in float64 (exact products of floats, double accumulation). y is read through
+// a small view: another float row (distances), bf16 bits (rounding errors) or nothing (norms).
+struct FloatRow {
+  const float* p;
+  float at(int64_t i) const { return p[i]; }
+#ifdef UNIAUDIO_X86
+  __attribute__((target("avx512f"))) __m512 at16(int64_t i) const { return _mm512_loadu_ps(p + i); }
+#endif
+};
+struct Bf16Row {
+  const uint16_t* p;
+  float at(int64_t i) const { return bf16_to_float(p[i]); }
+#ifdef UNIAUDIO_X86
+  __attribute__((target("avx512f"))) __m512 at16(int64_t i) const {
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+  }
+#endif
+};
+struct ZeroRow {
+  float at(int64_t) const { return 0.0f; }
+#ifdef UNIAUDIO_X86
+  __attribute__((target("avx512f"))) __m512 at16(int64_t) const { return _mm512_setzero_ps(); }
+#endif
+};
+
+template <class Row>
+double sq_diff_scalar(const float* x, Row y, int64_t d) {
   double s = 0.0;
   for (int64_t i = 0; i < d; ++i) {
-    const double t = static_cast<double>(x[i]) - c[i];
+    const double t = static_cast<double>(x[i]) - y.at(i);
     s += t * t;
   }
   return s;
 }
 
 #ifdef UNIAUDIO_X86
-// The same in float64 with 8 lanes x 2 accumulators (the re-scoring of the screens' survivors).
-__attribute__((target("avx512f"))) double exact_distance_avx512(const float* x, const float* c, int64_t d) {
+template <class Row>
+__attribute__((target("avx512f"))) double sq_diff_avx512(const float* x, Row y, int64_t d) {
   __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
   int64_t i = 0;
   for (; i + 16 <= d; i += 16) {
-    const __m512d t0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), _mm512_cvtps_pd(_mm256_loadu_ps(c + i)));
-    const __m512d t1 =
-        _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)), _mm512_cvtps_pd(_mm256_loadu_ps(c + i + 8)));
+    const __m512 xv = _mm512_loadu_ps(x + i), yv = y.at16(i);
+    const __m512d t0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(xv)),
+                                     _mm512_cvtps_pd(_mm512_castps512_ps256(yv)));
+    const __m512d t1 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xv), 1))),
+                                     _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(yv), 1))));
     s0 = _mm512_fmadd_pd(t0, t0, s0);
     s1 = _mm512_fmadd_pd(t1, t1, s1);
   }
-  return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) + exact_distance_scalar(x + i, c + i, d - i);
-}
-#endif
-
-double exact_distance(const float* x, const float* c, int64_t d) {
-#ifdef UNIAUDIO_X86
-  if (cpu_has_avx512f()) return exact_distance_avx512(x, c, d);
-#endif
-  return exact_distance_scalar(x, c, d);
-}
-
-// ||x||^2 in float64.
-double exact_sq_norm_scalar(const float* x, int64_t d) {
-  double s = 0.0;
-  for (int64_t i = 0; i < d; ++i) s += static_cast<double>(x[i]) * x[i];
-  return s;
-}
-
-#ifdef UNIAUDIO_X86
-__attribute__((target("avx512f"))) double exact_sq_norm_avx512(const float* x, int64_t d) {
-  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-  int64_t i = 0;
-  for (; i + 16 <= d; i += 16) {
-    const __m512d t0 = _mm512_cvtps_pd(_mm256_loadu_ps(x + i)), t1 = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8));
-    s0 = _mm512_fmadd_pd(t0, t0, s0);
-    s1 = _mm512_fmadd_pd(t1, t1, s1);
+  double tail = 0.0;
+  for (; i < d; ++i) {
+    const double t = static_cast<double>(x[i]) - y.at(i);
+    tail += t * t;
   }
-  return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) + exact_sq_norm_scalar(x + i, d - i);
+  return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) + tail;
 }
 #endif
 
-double exact_sq_norm(const float* x, int64_t d) {
+template <class Row>
+double sq_diff(const float* x, Row y, int64_t d) {
 #ifdef UNIAUDIO_X86
-  if (cpu_has_avx512f()) return exact_sq_norm_avx512(x, d);
+  if (cpu_has_avx512f()) return sq_diff_avx512(x, y, d);
 #endif
-  return exact_sq_norm_scalar(x, d);
+  return sq_diff_scalar(x, y, d);
 }
+
+double exact_distance(const float* x, const float* c, int64_t d) { return sq_diff(x, FloatRow{c}, d); }
+double exact_sq_norm(const float* x, int64_t d) { return sq_diff(x, ZeroRow{}, d); }
+// ||x - x~||^2 for x~ given as bf16 bits.
+double bf16_sq_error(const float* x, const uint16_t* xb, int64_t d) { return sq_diff(x, Bf16Row{xb}, d); }
 
 // Portable fp32 scan of `rows` rows (lowest index wins ties).
 void argmin_portable(const float* x, int64_t rows, const CodebookView& cb, int64_t* out) {
@@ -423,40 +436,6 @@ inline void dot4x4(const uint16_t* const* xr, const uint16_t* const* cr, int64_t
   }
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
-}
-
-// ||x - x~||^2 in float64 for x~ given as bf16 bits.
-double bf16_sq_error_scalar(const float* x, const uint16_t* xb, int64_t d) {
-  double e2 = 0.0;
-  for (int64_t i = 0; i < d; ++i) {
-    const double e = static_cast<double>(x[i]) - bf16_to_float(xb[i]);
-    e2 += e * e;
-  }
-  return e2;
-}
-
-#ifdef UNIAUDIO_X86
-__attribute__((target("avx512f"))) double bf16_sq_error_avx512(const float* x, const uint16_t* xb, int64_t d) {
-  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-  int64_t i = 0;
-  for (; i + 16 <= d; i += 16) {
-    const __m512i bits = _mm512_slli_epi32(
-        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + i))), 16);
-    const __m512 e = _mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_castsi512_ps(bits));  // exact: x's low bits
-    const __m512d e0 = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
-    const __m512d e1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
-    s0 = _mm512_fmadd_pd(e0, e0, s0);
-    s1 = _mm512_fmadd_pd(e1, e1, s1);
-  }
-  return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) + bf16_sq_error_scalar(x + i, xb + i, d - i);
-}
-#endif
-
-double bf16_sq_error(const float* x, const uint16_t* xb, int64_t d) {
-#ifdef UNIAUDIO_X86
-  if (cpu_has_avx512f()) return bf16_sq_error_avx512(x, xb, d);
-#endif
-  return bf16_sq_error_scalar(x, xb, d);
 }
 
 // Error bound of a bf16-screened distance d~ = ||c||^2 - 2 x~.c~ (x~, c~ the bf16 roundings, the
