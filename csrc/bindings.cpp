@@ -133,6 +133,38 @@ torch::Tensor vq_argmin_gpu(const torch::Tensor& x, const torch::Tensor& codes, 
   TORCH_CHECK(err == cudaSuccess, "vq_argmin_cuda: ", cudaGetErrorString(err));
   return tokens;
 }
+
+std::tuple<torch::Tensor, torch::Tensor> gate_ln_vq_gpu(const torch::Tensor& deep, const torch::Tensor& gate_logits,
+                                                        const torch::Tensor& adapter, const torch::Tensor& ln_w,
+                                                        const torch::Tensor& ln_b, double eps,
+                                                        const torch::Tensor& codes, const torch::Tensor& sq,
+                                                        bool return_y) {
+  check_matrix(codes, "codebook", -1, true);
+  const int64_t d = codes.size(1);
+  check_matrix(deep, "x_deep", d, true);
+  check_matrix(adapter, "adapter_out", d, true);
+  TORCH_CHECK(adapter.size(0) == deep.size(0), "adapter_out has ", adapter.size(0), " rows, x_deep ", deep.size(0));
+  if (gate_logits.numel()) {
+    check_matrix(gate_logits, "gate_logits", d, true);
+    TORCH_CHECK(gate_logits.size(0) == deep.size(0), "gate_logits rows ", gate_logits.size(0), " != ", deep.size(0));
+  }
+  for (const auto* t : {&ln_w, &ln_b})
+    TORCH_CHECK(t->is_cuda() && t->numel() == d && t->scalar_type() == torch::kFloat32 && t->is_contiguous(),
+                "LayerNorm weight/bias must be contiguous float32 CUDA tensors of size ", d);
+  TORCH_CHECK(sq.is_cuda() && sq.numel() == codes.size(0), "sq_norms must be a CUDA tensor of size K");
+  uniaudio::CodebookView cb{codes.data_ptr<float>(), sq.data_ptr<float>(), nullptr, nullptr, nullptr, nullptr,
+                            codes.size(0), d, 0};
+  uniaudio::GateLNParams p{deep.data_ptr<float>(), gate_logits.numel() ? gate_logits.data_ptr<float>() : nullptr,
+                           adapter.data_ptr<float>(), ln_w.data_ptr<float>(), ln_b.data_ptr<float>(),
+                           static_cast<float>(eps), deep.size(0), d};
+  auto tokens = torch::empty({deep.size(0)}, deep.options().dtype(torch::kInt64));
+  const bool staged = 8 * d * static_cast<int64_t>(sizeof(float)) <= 48 * 1024;  // kRowsPerBlock rows
+  auto y = (return_y || !staged) ? torch::empty_like(deep) : torch::Tensor();
+  auto err = uniaudio::gate_ln_vq_cuda(p, cb, tokens.data_ptr<int64_t>(), return_y ? y.data_ptr<float>() : nullptr,
+                                       staged ? nullptr : y.data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "gate_ln_vq_cuda: ", cudaGetErrorString(err));
+  return {tokens, return_y ? y : torch::empty({0}, deep.options())};
+}
 #endif
 
 }  // namespace
@@ -156,6 +188,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   register_decoder_ops(m);
 #ifdef UNIAUDIO_RT_WITH_CUDA
   m.def("vq_argmin_gpu", &vq_argmin_gpu, "nearest code per row (CUDA)");
+  m.def("gate_ln_vq_gpu", &gate_ln_vq_gpu, "fused SAE gate epilogue + LayerNorm + nearest code (CUDA)");
   m.attr("with_cuda") = true;
 #else
   m.attr("with_cuda") = false;

@@ -28,3 +28,28 @@ def test_nvcc_compiles(src, arch, tmp_path):
     # the sources must not depend on torch's CUDA headers (they are compiled without them)
     text = open(src).read()
     assert "c10/cuda" not in text and "ATen/cuda" not in text
+
+
+def test_cuda_bindings_typecheck(tmp_path):
+    """The CUDA half of csrc/bindings.cpp (built only against a CUDA torch) parses and type-checks
+    against this torch's headers: g++ -fsyntax-only with UNIAUDIO_RT_WITH_CUDA. The CPU wheel ships
+    c10/cuda headers without the generated c10/cuda/impl/cuda_cmake_macros.h; an empty one stands in."""
+    import sysconfig
+
+    from torch.utils.cpp_extension import include_paths
+
+    nvcc = shutil.which("nvcc")
+    cuda_inc = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "include") if nvcc else None
+    if not cuda_inc or not os.path.exists(os.path.join(cuda_inc, "cuda_runtime_api.h")):
+        cuda_inc = "/usr/local/cuda/include"
+    if not os.path.exists(os.path.join(cuda_inc, "cuda_runtime_api.h")):
+        pytest.skip("CUDA toolkit headers not installed")
+    stub = tmp_path / "stub" / "c10" / "cuda" / "impl"
+    stub.mkdir(parents=True)
+    (stub / "cuda_cmake_macros.h").write_text("#pragma once\n")
+    cmd = ["g++", "-std=c++20", "-fsyntax-only", "-DUNIAUDIO_RT_WITH_CUDA", f"-I{tmp_path / 'stub'}"]
+    cmd += [f"-I{p}" for p in include_paths()]
+    cmd += [f"-I{cuda_inc}", f"-I{os.path.join(ROOT, 'csrc')}", f"-I{sysconfig.get_paths()['include']}",
+            os.path.join(ROOT, "csrc", "bindings.cpp")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]

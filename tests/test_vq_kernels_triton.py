@@ -67,3 +67,38 @@ def test_triton_on_real_speech_states(speech_files):
     got = ops.vq_argmin(y, cb, backend="triton")
     assert near_tie_only(y, cb, got, ops.vq_argmin_ref(y, cb)) == 0
     assert torch.equal(got, out.token_ids[0][out.token_mask[0]])
+
+
+@pytest.mark.parametrize("with_gate", [True, False])
+@pytest.mark.parametrize("t,d,k", [(1, 16, 1), (17, 80, 65), (33, 100, 97)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_gate_ln_vq_triton(with_gate, t, d, k, dtype):
+    """The single fused kernel: its y equals the LayerNorm reference and its tokens the search on it,
+    for sizes that are not multiples of the row, code and dimension blocks, fp32 and bf16 inputs."""
+    from kernels.gate_ln import gate_ln_vq_triton
+
+    g = torch.Generator().manual_seed(t * d + k)
+    deep, a = torch.randn(t, d, generator=g).to(dtype), torch.randn(t, d, generator=g).to(dtype)
+    gl = torch.randn(t, d, generator=g).to(dtype) if with_gate else None
+    ln = ops.LayerNormParams(1 + 0.1 * torch.randn(d, generator=g), 0.1 * torch.randn(d, generator=g), 1e-5)
+    cb = torch.randn(k, d, generator=g)
+    tok, y = gate_ln_vq_triton(deep, gl, a, ln.weight, ln.bias, ln.eps, cb)
+    rtok, ry = ops.gate_ln_vq_ref(deep, gl, a, ln, cb, return_y=True)
+    assert tok.shape == (t,) and y.shape == (t, d)
+    assert (y - ry).abs().max() <= 1e-4
+    assert near_tie_only(ry, cb, tok, rtok) == 0
+
+
+def test_fused_gate_ln_vq_triton_ties():
+    """Duplicated codes straddling code blocks: the lowest index wins, as in torch.argmin."""
+    from kernels.gate_ln import gate_ln_vq_triton
+
+    d = 48
+    ln = ops.LayerNormParams(torch.ones(d), torch.zeros(d), 1e-5)
+    deep = torch.randn(40, d, generator=torch.Generator().manual_seed(2))
+    zeros = torch.zeros_like(deep)
+    y = ops.gate_ln_ref(deep, None, zeros, ln)
+    cb = torch.cat([y[:20], y[:20], y[20:]])  # rows 0..19 appear at codes i and 20 + i
+    tok, _ = gate_ln_vq_triton(deep, None, zeros, ln.weight, ln.bias, ln.eps, cb)
+    assert tok[:20].tolist() == list(range(20))
+    assert tok[20:].tolist() == list(range(40, 60))

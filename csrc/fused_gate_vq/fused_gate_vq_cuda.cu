@@ -2,7 +2,11 @@
 // Plain CUDA C++ on raw device pointers (no ATen / c10 includes), so this file compiles with nvcc
 // alone; the torch binding calls the launchers below when the extension is built with CUDA.
 //
+//   gate_ln_vq_kernel : the fused path, one warp per row: the row's epilogue + LayerNorm is staged in
+//                       shared memory (never in global memory unless y is asked for), then the same
+//                       warp scans the codebook against it
 //   gate_ln_kernel : one block per row; y = LayerNorm(deep + sigmoid(gate_logits) * adapter)
+//                    (with vq_argmin_kernel after it: the fallback when rows do not fit in shared memory)
 //   vq_argmin_kernel : one warp per row; codes visited in order, running (distance, index) minimum,
 //                      distance = ||c||^2 - 2 x.c in fp32 (the public formula minus the row constant)
 #include <cuda_runtime.h>
@@ -18,6 +22,7 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kRowsPerBlock = 8;  // warps per block in vq_argmin_kernel
 constexpr int kLNThreads = 256;
+constexpr size_t kMaxStagedBytes = 48 * 1024;  // default dynamic shared memory per block
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_down_sync(0xffffffffu, v, o);
@@ -63,11 +68,9 @@ __global__ void gate_ln_kernel(GateLNParams p, float* __restrict__ y) {
   for (int64_t i = threadIdx.x; i < p.d; i += blockDim.x) out[i] = (out[i] - mean) * inv * p.ln_w[i] + p.ln_b[i];
 }
 
-__global__ void vq_argmin_kernel(const float* __restrict__ x, int64_t n, CodebookView cb, int64_t* __restrict__ tokens) {
+// Running nearest code of one row (read by the calling warp; every lane gets the result).
+__device__ int64_t warp_argmin(const float* xr, const CodebookView& cb) {
   const int lane = threadIdx.x % kWarp;
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
-  if (r >= n) return;
-  const float* xr = x + r * cb.d;
   float best = FLT_MAX;
   int64_t best_k = 0;
   for (int64_t k = 0; k < cb.k; ++k) {
@@ -81,18 +84,69 @@ __global__ void vq_argmin_kernel(const float* __restrict__ x, int64_t n, Codeboo
       best_k = k;
     }
   }
+  return best_k;
+}
+
+__global__ void gate_ln_vq_kernel(GateLNParams p, CodebookView cb, int64_t* __restrict__ tokens, float* __restrict__ y) {
+  extern __shared__ float staged[];  // kRowsPerBlock rows of d floats
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp;
+  if (r >= p.n) return;  // whole warps only; no block-wide barrier follows
+  const int64_t d = p.d;
+  float* row = staged + static_cast<int64_t>(warp) * d;
+  const float* deep = p.deep + r * d;
+  const float* a = p.adapter + r * d;
+  const float* gl = p.gate_logits ? p.gate_logits + r * d : nullptr;
+  float sum = 0.0f;
+  for (int64_t i = lane; i < d; i += kWarp) {
+    const float g = gl ? 1.0f / (1.0f + __expf(-gl[i])) : 1.0f;
+    const float v = deep[i] + g * a[i];
+    row[i] = v;
+    sum += v;
+  }
+  const float mean = warp_sum(sum) / d;
+  float var = 0.0f;
+  for (int64_t i = lane; i < d; i += kWarp) {
+    const float t = row[i] - mean;
+    var += t * t;
+  }
+  const float inv = rsqrtf(warp_sum(var) / d + p.eps);
+  for (int64_t i = lane; i < d; i += kWarp) {
+    const float v = (row[i] - mean) * inv * p.ln_w[i] + p.ln_b[i];
+    row[i] = v;
+    if (y) y[r * d + i] = v;
+  }
+  __syncwarp();
+  const int64_t best_k = warp_argmin(row, cb);
+  if (lane == 0) tokens[r] = best_k;
+}
+
+__global__ void vq_argmin_kernel(const float* __restrict__ x, int64_t n, CodebookView cb, int64_t* __restrict__ tokens) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (r >= n) return;
+  const int64_t best_k = warp_argmin(x + r * cb.d, cb);
   if (lane == 0) tokens[r] = best_k;
 }
 
 }  // namespace
 
-// All pointers are device pointers; `y` is (n, d) scratch/output. Returns the launch status.
+// All pointers are device pointers. `y` is the (n, d) output, or null when only tokens are wanted;
+// `scratch` is an (n, d) buffer used only when kRowsPerBlock rows of d floats exceed the default 48 KiB
+// of shared memory per block (d > 1536): then the two-kernel fallback runs. Returns the launch status.
 cudaError_t gate_ln_vq_cuda(const GateLNParams& p, const CodebookView& cb, int64_t* tokens, float* y,
-                            cudaStream_t stream) {
+                            float* scratch, cudaStream_t stream) {
   if (p.n == 0) return cudaSuccess;
-  gate_ln_kernel<<<static_cast<unsigned>(p.n), kLNThreads, 0, stream>>>(p, y);
   const unsigned blocks = static_cast<unsigned>((p.n + kRowsPerBlock - 1) / kRowsPerBlock);
-  vq_argmin_kernel<<<blocks, kRowsPerBlock * kWarp, 0, stream>>>(y, p.n, cb, tokens);
+  const size_t smem = static_cast<size_t>(kRowsPerBlock) * static_cast<size_t>(p.d) * sizeof(float);
+  if (smem <= kMaxStagedBytes) {
+    gate_ln_vq_kernel<<<blocks, kRowsPerBlock * kWarp, smem, stream>>>(p, cb, tokens, y);
+    return cudaGetLastError();
+  }
+  float* rows = y ? y : scratch;
+  if (!rows) return cudaErrorInvalidValue;
+  gate_ln_kernel<<<static_cast<unsigned>(p.n), kLNThreads, 0, stream>>>(p, rows);
+  vq_argmin_kernel<<<blocks, kRowsPerBlock * kWarp, 0, stream>>>(rows, p.n, cb, tokens);
   return cudaGetLastError();
 }
 
