@@ -29,7 +29,11 @@ def test_default_decoder_fits_and_matches_the_tokenizer():
         stats = json.load(f)
     with open(os.path.join(DEFAULT_MODEL_DIR, "build_stats.json")) as f:
         tok_stats = json.load(f)
-    assert stats["tokenizer_run"] == tok_stats["run"]  # trained on this tokenizer's tokens
+    assert stats["tokenizer_run"] == tok_stats["run"]
+    # trained on exactly these tokenizer weights (a retrained tokenizer needs a retrained decoder)
+    from uniaudio_rt.decoder.ship import sha256_file
+
+    assert stats["tokenizer_model_sha256"] == sha256_file(os.path.join(DEFAULT_MODEL_DIR, "model.safetensors"))
     assert {"wer_original", "wer_reconstructed", "mcd_db"} <= set(stats["metrics"])
 
 
