@@ -4,7 +4,8 @@ against the PyTorch reference, same run.
     python bench/bench_vq_small.py [--rows 2,25,100] [--calls 51] [--threads 2]
 
 Codebook: the shipped default's (K = 1024, d = 384); rows: LayerNorm-ed random. Median of single
-calls, the reference and the paths interleaved per call.
+calls, the reference and the paths interleaved per call. "auto" is the run-time choice (on an AMX
+CPU: the int16 screen below 8 rows, AMX from 8 rows on).
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ def main():
              if ops._C.vq_cpu_path_supported(pth)]
     g = torch.Generator().manual_seed(0)
     lines = [f"{args.threads} threads, median of {args.calls} calls; K = {cb.shape[0]}, d = {cb.shape[1]}", "",
-             "| rows | " + " | ".join(f"`{pth}` us, identical" for pth in paths) + " | ref (addmm + argmin) us |",
-             "|---:|" + "---:|" * (len(paths) + 1)]
+             "| rows | " + " | ".join(f"`{pth}` us, identical" for pth in paths) +
+             " | auto (what the runtime uses) us | ref (addmm + argmin) us |",
+             "|---:|" + "---:|" * (len(paths) + 2)]
     for t in (int(v) for v in args.rows.split(",")):
         x = torch.nn.functional.layer_norm(torch.randn(t, cb.shape[1], generator=g), (cb.shape[1],))
         fast = [set_path(pth, lambda: ops.vq_argmin(x, cache, backend="cpp")) for pth in paths]
+        fast.append(set_path("auto", lambda: ops.vq_argmin(x, cache, backend="cpp")))
         times = interleaved_medians(fast + [lambda: ops.vq_argmin_ref(x, cb)], args.calls)
         expect = ops.vq_argmin_ref(x, cb)
         cells = [f"{tp * 1e6:.0f}, {'yes' if torch.equal(f(), expect) else 'NO'}" for f, tp in zip(fast, times)]

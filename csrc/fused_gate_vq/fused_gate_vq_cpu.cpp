@@ -48,6 +48,7 @@ namespace {
 constexpr int64_t kChunkRows = 64;   // rows per OpenMP work item (bf16 rows stay in L2)
 constexpr int64_t kTileCodes = 64;   // codes per tile
 constexpr size_t kMaxCandidates = 128;
+constexpr int64_t kAmxMinRows = 8;  // smaller automatic calls take the int16 screen
 
 enum class Path : int { kAuto = 0, kBf16 = 1, kI16 = 2, kPortable = 3, kAmx = 4 };
 std::atomic<int> g_forced_path{static_cast<int>(Path::kAuto)};
@@ -731,7 +732,12 @@ void argmin_i16_screen(const float* x, int64_t rows, const CodebookView& cb, int
 
 void argmin_rows(const float* x, int64_t rows, const CodebookView& cb, int64_t* out) {
 #ifdef UNIAUDIO_X86
-  const Path p = active_path();
+  Path p = active_path();
+  // Chosen automatically, the AMX screen hands calls of a few rows (its blocks are 32 rows, and the
+  // tile unit's start-up shows on a 0.1 ms call) to the int16 screen; forced, it runs for any size.
+  if (p == Path::kAmx && rows < kAmxMinRows && static_cast<Path>(g_forced_path.load()) == Path::kAuto &&
+      cb.codes_i16 != nullptr && cb.d <= kI16MaxDim)
+    p = Path::kI16;
   if (p == Path::kAmx && cb.codes_bf16 != nullptr && cpu_has_amx_bf16()) {
     argmin_amx_screen(x, rows, cb, out);
     return;
