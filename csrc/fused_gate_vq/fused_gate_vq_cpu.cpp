@@ -7,19 +7,20 @@
 //    copy is read as it is. The bound arithmetic runs 16 rows at a time in AVX-512.
 //  * avx512bf16-screen (AVX-512 BF16): distances are first screened with bf16 dot products
 //    (vdpbf16ps, twice the fp32 FMA rate). For row x and code c the screened distance
-//    d~ = ||c||^2 - 2 x~.c~ is within m = 2 (2^-7 + 2^-16 + d 2^-24) ||x|| ||c|| of the exact one
-//    (bf16 rounding of both operands, then fp32 accumulation of d products), plus (d + 8) 2^-24
-//    (||c||^2 + 2 ||x|| ||c||) for the fp32 rounding of ||c||^2 and of the subtraction.
+//    d~ = ||c||^2 - 2 x~.c~ is within m = 2 (||x - x~|| ||c|| + ||x~|| ||c - c~||) of the exact one
+//    (the measured bf16 rounding errors of both operands), plus (d + 8) 2^-24 (||c~||^2 + 2 ||x~||
+//    ||c~||) for the fp32 accumulation and the rounding of ||c||^2 and of the subtraction (Bf16Bound).
 //  * avx2-int16-screen (AVX2): rows and codes are quantized per vector to 12-bit integers
 //    (x ~ s q, |q| <= 2047) and screened with exact integer dot products (vpmaddwd, twice the fp32
 //    FMA rate; the int32 sums cannot overflow for d <= 4096). With x^ = s_x q_x, c^ = s_c q_c:
 //    |x.c - x^.c^| <= ||x^|| ||c - c^|| + ||x - x^|| ||c|| (Cauchy-Schwarz), plus float rounding of
 //    the integer sum, the scale product, ||c||^2 and the subtraction (a few 2^-24 relative).
-//  In both screens every code whose lower bound d~ - m is not above the smallest upper bound d~ + m
+//  In every screen each code whose lower bound d~ - m is not above the smallest upper bound d~ + m
 //  is re-scored exactly (double), so the result is the exact nearest code; usually one or two codes
 //  per row are re-scored. Rows with more than kMaxCandidates candidates fall back to an exact scan.
 //  * portable: one fp32 pass, d = ||c||^2 - 2 x.c, running minimum.
-// Rows are split over OpenMP threads in chunks; codes are visited in tiles that stay in L2.
+// Rows are split over OpenMP threads in chunks (one per thread for AMX); codes are visited in tiles
+// that stay in L2.
 #include "fused_gate_vq.h"
 
 #include <algorithm>
