@@ -32,6 +32,9 @@ sys.path.insert(0, ROOT)
 from uniaudio_rt import ops  # noqa: E402
 
 
+CPU_PATHS = ("amx-bf16-screen", "avx512bf16-screen", "avx2-int16-screen", "portable")
+
+
 def median_time(fn, repeats):
     return interleaved_medians([fn], repeats)[0]
 
@@ -86,7 +89,7 @@ def main():
         shapes.append(("default", 750, 384, 1024, load_encoder(DEFAULT_MODEL_DIR).codebook.weight.detach()))
     except ValueError:
         pass
-    paths = [pth for pth in ("amx-bf16-screen", "avx512bf16-screen", "avx2-int16-screen", "portable") if ops._C.vq_cpu_path_supported(pth)]
+    paths = [pth for pth in CPU_PATHS if ops._C.vq_cpu_path_supported(pth)]
     rows = []
     for name, t, d, k, codes in shapes:
         cb = codes if codes is not None else torch.randn(k, d, generator=g)

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from bench_gate_vq import interleaved_medians, set_path  # noqa: E402
+from bench_gate_vq import CPU_PATHS, interleaved_medians, set_path  # noqa: E402
 from uniaudio_rt import ops  # noqa: E402
 
 
@@ -38,8 +38,7 @@ def main():
 
     cb = load_encoder(DEFAULT_MODEL_DIR).codebook.weight.detach().float()
     cache = ops.Codebook.from_tensor(cb)
-    paths = [pth for pth in ("amx-bf16-screen", "avx512bf16-screen", "avx2-int16-screen")
-             if ops._C.vq_cpu_path_supported(pth)]
+    paths = [pth for pth in CPU_PATHS if pth != "portable" and ops._C.vq_cpu_path_supported(pth)]
     g = torch.Generator().manual_seed(0)
     lines = [f"{args.threads} threads, median of {args.calls} calls; K = {cb.shape[0]}, d = {cb.shape[1]}", "",
              "| rows | " + " | ".join(f"`{pth}` us, identical" for pth in paths) +

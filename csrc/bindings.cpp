@@ -158,10 +158,10 @@ std::tuple<torch::Tensor, torch::Tensor> gate_ln_vq_gpu(const torch::Tensor& dee
                            adapter.data_ptr<float>(), ln_w.data_ptr<float>(), ln_b.data_ptr<float>(),
                            static_cast<float>(eps), deep.size(0), d};
   auto tokens = torch::empty({deep.size(0)}, deep.options().dtype(torch::kInt64));
-  const bool staged = 8 * d * static_cast<int64_t>(sizeof(float)) <= 48 * 1024;  // kRowsPerBlock rows
-  auto y = (return_y || !staged) ? torch::empty_like(deep) : torch::Tensor();
+  const bool scratch = uniaudio::gate_ln_vq_cuda_needs_scratch(d);
+  auto y = (return_y || scratch) ? torch::empty_like(deep) : torch::Tensor();
   auto err = uniaudio::gate_ln_vq_cuda(p, cb, tokens.data_ptr<int64_t>(), return_y ? y.data_ptr<float>() : nullptr,
-                                       staged ? nullptr : y.data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
+                                       scratch ? y.data_ptr<float>() : nullptr, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "gate_ln_vq_cuda: ", cudaGetErrorString(err));
   return {tokens, return_y ? y : torch::empty({0}, deep.options())};
 }

@@ -9,6 +9,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = sorted(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cu"), recursive=True))
+NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
 
 
 def test_there_are_cuda_sources():
@@ -18,10 +19,9 @@ def test_there_are_cuda_sources():
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("src", SOURCES, ids=[os.path.relpath(s, ROOT) for s in SOURCES])
 def test_nvcc_compiles(src, arch, tmp_path):
-    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
-    if nvcc is None:
+    if NVCC is None:
         pytest.skip("nvcc not installed")
-    r = subprocess.run([nvcc, "-c", "-std=c++17", f"-arch={arch}", "-Werror", "all-warnings",
+    r = subprocess.run([NVCC, "-c", "-std=c++17", f"-arch={arch}", "-Werror", "all-warnings",
                         f"-I{os.path.dirname(src)}", src, "-o", str(tmp_path / "out.o")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -38,8 +38,7 @@ def test_cuda_bindings_typecheck(tmp_path):
 
     from torch.utils.cpp_extension import include_paths
 
-    nvcc = shutil.which("nvcc")
-    cuda_inc = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "include") if nvcc else None
+    cuda_inc = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(NVCC))), "include") if NVCC else None
     if not cuda_inc or not os.path.exists(os.path.join(cuda_inc, "cuda_runtime_api.h")):
         cuda_inc = "/usr/local/cuda/include"
     if not os.path.exists(os.path.join(cuda_inc, "cuda_runtime_api.h")):

@@ -167,23 +167,19 @@ def gate_ln_vq(x_deep: Tensor, gate_logits: Optional[Tensor], adapter_out: Tenso
     if a.shape[0] != deep.shape[0] or (gate_logits is not None and gl.shape[0] != deep.shape[0]):
         raise ValueError(f"row counts differ: x_deep {deep.shape[0]}, adapter_out {a.shape[0]}, "
                          f"gate_logits {gl.shape[0] if gate_logits is not None else '-'}")
+    dev = deep.device
+    w, b = ln.weight.detach().float().contiguous().to(dev), ln.bias.detach().float().contiguous().to(dev)
     if which == "triton":  # one fused kernel: epilogue + LayerNorm + blocked search
         from kernels.gate_ln import gate_ln_vq_triton
 
-        dev = deep.device
-        tokens, y = gate_ln_vq_triton(deep, gl if gate_logits is not None else None, a, ln.weight.to(dev),
-                                      ln.bias.to(dev), float(ln.eps), cb.codes.to(dev), cb.sq_norms.to(dev))
-        tokens = tokens.view(shape)
-        return (tokens, y.view(*shape, d)) if return_y else tokens
-    if which == "cuda":  # one fused CUDA kernel (rows staged in shared memory)
-        tokens, y = _C.gate_ln_vq_gpu(deep, gl.to(deep.device), a, ln.weight.detach().float().contiguous().to(deep.device),
-                                      ln.bias.detach().float().contiguous().to(deep.device), float(ln.eps),
-                                      cb.codes.to(deep.device), cb.sq_norms.to(deep.device), return_y)
-        tokens = tokens.view(shape)
-        return (tokens, y.view(*shape, d)) if return_y else tokens
-    tokens, y = _C.gate_ln_vq(deep, gl, a, ln.weight.detach().float().contiguous(), ln.bias.detach().float().contiguous(),
-                              float(ln.eps), cb.codes, cb.sq_norms, cb.norms, cb.codes_bf16, cb.bf16_err, cb.codes_i16,
-                              cb.i16_meta, return_y)
+        tokens, y = gate_ln_vq_triton(deep, gl if gate_logits is not None else None, a, w, b, float(ln.eps),
+                                      cb.codes.to(dev), cb.sq_norms.to(dev))
+    elif which == "cuda":  # one fused CUDA kernel (rows staged in shared memory)
+        tokens, y = _C.gate_ln_vq_gpu(deep, gl.to(dev), a, w, b, float(ln.eps), cb.codes.to(dev),
+                                      cb.sq_norms.to(dev), return_y)
+    else:
+        tokens, y = _C.gate_ln_vq(deep, gl, a, w, b, float(ln.eps), cb.codes, cb.sq_norms, cb.norms, cb.codes_bf16,
+                                  cb.bf16_err, cb.codes_i16, cb.i16_meta, return_y)
     tokens = tokens.view(shape)
     return (tokens, y.view(*shape, d)) if return_y else tokens
 

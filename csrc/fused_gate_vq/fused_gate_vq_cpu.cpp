@@ -783,22 +783,17 @@ void quantize_i16_rows(const float* x, int64_t n, int64_t d, int64_t d_pad, int1
 
 void pack_codebook_bf16(const float* codes, int64_t k, int64_t d, int64_t d_pad, uint16_t* out, float* err) {
   for (int64_t r = 0; r < k; ++r) {
-    double e2 = 0.0;
     for (int64_t i = 0; i < d; ++i) {
       uint32_t bits;
       std::memcpy(&bits, codes + r * d + i, 4);
-      uint16_t b;
       if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu)) {
-        b = static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
+        out[r * d_pad + i] = static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
       } else {
-        b = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+        out[r * d_pad + i] = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
       }
-      out[r * d_pad + i] = b;
-      const double e = static_cast<double>(codes[r * d + i]) - bf16_to_float(b);
-      e2 += e * e;
     }
     for (int64_t i = d; i < d_pad; ++i) out[r * d_pad + i] = 0;
-    if (err) err[r] = static_cast<float>(std::sqrt(e2) * (1.0 + 1e-6));
+    if (err) err[r] = static_cast<float>(std::sqrt(bf16_sq_error(codes + r * d, out + r * d_pad, d)) * (1.0 + 1e-6));
   }
 }
 

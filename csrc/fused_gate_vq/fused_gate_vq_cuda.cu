@@ -24,6 +24,9 @@ constexpr int kRowsPerBlock = 8;  // warps per block in vq_argmin_kernel
 constexpr int kLNThreads = 256;
 constexpr size_t kMaxStagedBytes = 48 * 1024;  // default dynamic shared memory per block
 
+// Shared memory gate_ln_vq_kernel stages: kRowsPerBlock rows of d floats.
+size_t staged_bytes(int64_t d) { return static_cast<size_t>(kRowsPerBlock) * static_cast<size_t>(d) * sizeof(float); }
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_down_sync(0xffffffffu, v, o);
   return __shfl_sync(0xffffffffu, v, 0);
@@ -134,13 +137,14 @@ __global__ void vq_argmin_kernel(const float* __restrict__ x, int64_t n, Codeboo
 // All pointers are device pointers. `y` is the (n, d) output, or null when only tokens are wanted;
 // `scratch` is an (n, d) buffer used only when kRowsPerBlock rows of d floats exceed the default 48 KiB
 // of shared memory per block (d > 1536): then the two-kernel fallback runs. Returns the launch status.
+bool gate_ln_vq_cuda_needs_scratch(int64_t d) { return staged_bytes(d) > kMaxStagedBytes; }
+
 cudaError_t gate_ln_vq_cuda(const GateLNParams& p, const CodebookView& cb, int64_t* tokens, float* y,
                             float* scratch, cudaStream_t stream) {
   if (p.n == 0) return cudaSuccess;
   const unsigned blocks = static_cast<unsigned>((p.n + kRowsPerBlock - 1) / kRowsPerBlock);
-  const size_t smem = static_cast<size_t>(kRowsPerBlock) * static_cast<size_t>(p.d) * sizeof(float);
-  if (smem <= kMaxStagedBytes) {
-    gate_ln_vq_kernel<<<blocks, kRowsPerBlock * kWarp, smem, stream>>>(p, cb, tokens, y);
+  if (!gate_ln_vq_cuda_needs_scratch(p.d)) {
+    gate_ln_vq_kernel<<<blocks, kRowsPerBlock * kWarp, staged_bytes(p.d), stream>>>(p, cb, tokens, y);
     return cudaGetLastError();
   }
   float* rows = y ? y : scratch;
