@@ -6,6 +6,7 @@ and the faster-whisper WER evaluation on two clips."""
 import hashlib
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -332,6 +333,62 @@ def test_init_from_warm_starts_a_new_run(corpus, data, run, tmp_path, one_torch_
     with pytest.raises(ValueError, match="does not match this config's sizes"):
         train(_cfg(corpus, tmp_path / "x", init_from=cfg.init_from,
                    hift={**TINY_HIFT, "base_channels": TINY_HIFT["base_channels"] * 2}), progress=False)
+
+
+def test_side_by_side_flow_and_vocoder_runs_combine_and_ship(corpus, data, run, tmp_path, one_torch_thread):
+    """A flow-only and a vocoder-only run warm-started from one decoder: each leaves the other half as
+    it was; decoder-combine takes flow from one, hift.pt from the other (byte copies); shipping checks
+    that the metrics were measured on exactly those files."""
+    from uniaudio_rt.cli import main
+    from uniaudio_rt.decoder.loader import load_decoder
+    from uniaudio_rt.decoder.ship import file_digests, ship_decoder
+
+    init = str(run / "decoder")
+    fa, va = tmp_path / "flow_only", tmp_path / "vocoder_only"
+    train(_cfg(corpus, fa, init_from=init, train_hift=False, steps=2), progress=False)
+    train(_cfg(corpus, va, init_from=init, train_flow=False, steps=2), progress=False)
+    (f0, h0), (f1, h1), (f2, h2) = (load_decoder(d) for d in (init, str(fa / "decoder"), str(va / "decoder")))
+    same = lambda a, b: all(torch.equal(x, b.state_dict()[k]) for k, x in a.state_dict().items())  # noqa: E731
+    assert same(h0, h1) and same(f0, f2)            # the half not trained is the warm start, bit for bit
+    assert not same(f0, f1) and not same(h0, h2)    # the trained halves moved
+
+    comb = tmp_path / "combined"
+    assert main(["decoder-combine", "--flow", str(fa / "decoder"), "--vocoder", str(va / "decoder"),
+                 "--out", str(comb)]) == 0
+    assert (comb / "flow.pt").read_bytes() == (fa / "decoder" / "flow.pt").read_bytes()
+    assert (comb / "hift.pt").read_bytes() == (va / "decoder" / "hift.pt").read_bytes()
+    assert (comb / "config.yaml").read_bytes() == (fa / "decoder" / "config.yaml").read_bytes()
+    info = json.load(open(comb / "train_info.json"))
+    assert info["step"] == 2 and info["vocoder_step"] == 2 and info["vocoder_from"] == str(va / "decoder")
+    fc, hc = load_decoder(str(comb))
+    assert same(fc, f1) and same(hc, h2)
+
+    metrics = tmp_path / "m.json"
+    metrics.write_text(json.dumps({"clips": 1, "wer_original": 0.0, "wer_reconstructed": 1.0,
+                                   "cer_reconstructed": 1.0, "mcd_db_mean": 9.0, "files_sha256": file_digests(comb)}))
+    with pytest.raises(ValueError, match=r"measured on other files.*\['hift.pt'\].*--vocoder-run"):
+        ship_decoder(str(fa), str(tmp_path / "s0"), str(metrics))
+    stats = ship_decoder(str(fa), str(tmp_path / "s1"), str(metrics), vocoder_run=str(va))
+    assert (tmp_path / "s1" / "hift.pt").read_bytes() == (comb / "hift.pt").read_bytes()
+    assert stats["vocoder"]["steps"] == 2 and stats["vocoder"]["init_from"] == init
+    assert stats["vocoder"]["train_config"]["train_flow"] is False and stats["steps"] == 2
+    assert "vocoder" in (tmp_path / "s1" / "README.md").read_text()
+    no_digest = tmp_path / "old.json"
+    no_digest.write_text(json.dumps({"clips": 1}))
+    with pytest.raises(ValueError, match="no file digests"):
+        ship_decoder(str(fa), str(tmp_path / "s2"), str(no_digest), vocoder_run=str(va))
+
+    # a vocoder whose HiFT config differs from the flow directory's does not combine
+    other = tmp_path / "other_voc"
+    shutil.copytree(va / "decoder", other)
+    text = (other / "config.yaml").read_text()
+    assert "nb_harmonics: " in text
+    (other / "config.yaml").write_text(text.replace("nb_harmonics: ", "nb_harmonics: 1", 1))
+    with pytest.raises(SystemExit, match="HiFT configs .* differ .*nb_harmonics"):
+        main(["decoder-combine", "--flow", str(fa / "decoder"), "--vocoder", str(other), "--out", str(tmp_path / "c2")])
+    with pytest.raises(SystemExit, match="new directory"):
+        main(["decoder-combine", "--flow", str(fa / "decoder"), "--vocoder", str(va / "decoder"),
+              "--out", str(fa / "decoder")])
 
 
 def test_export_loads_and_reconstruct_cli(run, speech_files, tmp_path):

@@ -141,6 +141,7 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
     from ..train.loop import load_clip_audio
     from ..train.targets import error_rate
     from .detokenizer import Detokenizer
+    from .ship import file_digests
 
     rows = eval_rows(corpus, limit, min_words)
     tok = Tokenizer.from_pretrained(None if tokenizer in (None, "", "default") else tokenizer)
@@ -188,7 +189,7 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
            "mcd_db_mean": float(np.mean(mcd)), "mcd_db_median": float(np.median(mcd)),
            "wer_vocoder": error_rate(refs, hyp_v, "word"), "cer_vocoder": error_rate(refs, hyp_v, "char"),
            "mcd_db_vocoder_mean": float(np.mean([c["mcd_db_vocoder"] for c in per_clip])),
-           "decoder": os.path.abspath(decoder), "tokenizer": tokenizer or "default", "corpus": os.path.abspath(corpus),
+           "decoder": os.path.abspath(decoder), "files_sha256": file_digests(decoder), "tokenizer": tokenizer or "default", "corpus": os.path.abspath(corpus),
            "asr": f"faster-whisper, Whisper tiny.en ({whisper_dir(whisper)}), {compute_type}, beam {beam_size}",
            "seed": seed, "seconds": {"tokenize": round(t_tok, 2), "decode": round(t_dec, 2), "asr": round(t_asr, 2)},
            "decode_rtf": round(t_dec / max(audio_s, 1e-9), 3), "per_clip": per_clip}

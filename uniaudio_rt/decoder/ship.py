@@ -5,6 +5,13 @@ Writes ``OUT/config.yaml``, ``OUT/flow.pt``, ``OUT/hift.pt`` (the run's exported
 metrics and the sha256 of the tokenizer weights whose tokens it was trained on) and a card
 ``OUT/README.md``. The tokenizer digest is what ties the pair together: a decoder trained on
 another tokenizer's tokens decodes the shipped tokenizer's tokens into noise (tests check it).
+
+The flow and the vocoder can come from two runs trained side by side (one with ``train_hift: false``,
+one with ``train_flow: false``, each on one CPU thread): ``combine_decoders`` (``uniaudio-rt
+decoder-combine``) puts the flow run's ``config.yaml`` and ``flow.pt`` next to the vocoder run's
+``hift.pt`` once their ``hift`` configs are checked equal; ``ship_decoder(..., vocoder_run=...)``
+ships that pair. Either way the metrics must have been measured on the very files shipped: the
+sha256 digests ``evaluate-decoder`` records are compared with the files'.
 """
 
 from __future__ import annotations
@@ -26,36 +33,111 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def ship_decoder(run: str, out: str, metrics_json: Optional[str] = None) -> dict:
-    dec = os.path.join(run, "decoder")
+def file_digests(model_dir: str) -> dict[str, str]:
+    """sha256 of a decoder directory's config.yaml, flow.pt and hift.pt."""
+    return {n: sha256_file(os.path.join(model_dir, n)) for n in FILES}
+
+
+def _check_decoder_dir(dec: str) -> None:
     missing = [n for n in FILES + ("train_info.json",) if not os.path.exists(os.path.join(dec, n))]
     if missing:
         raise FileNotFoundError(f"{dec} lacks {missing}: train to the last step (or --export-only) first")
-    metrics_path = metrics_json or os.path.join(run, "metrics.json")
-    if not os.path.exists(metrics_path):
-        raise FileNotFoundError(f"no metrics at {metrics_path}: run `uniaudio-rt evaluate-decoder --json` first")
-    info = json.load(open(os.path.join(dec, "train_info.json")))
+
+
+def _sources(flow_dir: str, vocoder_dir: Optional[str]) -> dict[str, str]:
+    """File name -> the path it is taken from: everything from ``flow_dir``, except hift.pt from
+    ``vocoder_dir`` (whose HiFT config must equal the flow directory's)."""
+    from .loader import read_config
+
+    src = {n: os.path.join(flow_dir, n) for n in FILES}
+    if vocoder_dir:
+        a = read_config(os.path.join(flow_dir, "config.yaml")).get("hift")
+        b = read_config(os.path.join(vocoder_dir, "config.yaml")).get("hift")
+        if a != b:
+            diff = sorted(k for k in set(a or {}) | set(b or {}) if (a or {}).get(k) != (b or {}).get(k))
+            raise ValueError(f"the HiFT configs of {flow_dir} and {vocoder_dir} differ ({diff}): "
+                             "the vocoder's hift.pt does not fit the flow directory's config.yaml")
+        src["hift.pt"] = os.path.join(vocoder_dir, "hift.pt")
+    return src
+
+
+def combine_decoders(flow_dir: str, vocoder_dir: str, out: str) -> dict:
+    """Write a decoder directory ``out`` from ``flow_dir``'s config.yaml and flow.pt and
+    ``vocoder_dir``'s hift.pt (byte copies; the HiFT configs must be equal), with a
+    ``train_info.json`` naming both sources. Returns that record."""
+    for d in (flow_dir, vocoder_dir):
+        _check_decoder_dir(d)
+    if os.path.abspath(out) in (os.path.abspath(flow_dir), os.path.abspath(vocoder_dir)):
+        raise ValueError(f"write the combination to a new directory, not over {out}")
+    src = _sources(flow_dir, vocoder_dir)
+    info = json.load(open(os.path.join(flow_dir, "train_info.json")))
+    voc = json.load(open(os.path.join(vocoder_dir, "train_info.json")))
+    info.update(flow_from=os.path.abspath(flow_dir), vocoder_from=os.path.abspath(vocoder_dir),
+                vocoder_step=voc.get("step"))
+    os.makedirs(out, exist_ok=True)
+    for name, path in src.items():
+        shutil.copyfile(path, os.path.join(out, name) + ".tmp")
+        os.replace(os.path.join(out, name) + ".tmp", os.path.join(out, name))
+    with open(os.path.join(out, "train_info.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    return info
+
+
+def _run_record(run: str) -> tuple[dict, list[dict], float]:
+    """A training run's config, its step log records and their summed wall time."""
     train_cfg = json.load(open(os.path.join(run, "train_config.json")))
     log = [json.loads(line) for line in open(os.path.join(run, "train_log.jsonl"))]
     steps = [r for r in log if "step" in r]
     if not steps:
         raise ValueError(f"{run}/train_log.jsonl has no step records")
+    wall = sum(r["sec_per_step"] * (r["step"] - p) for r, p in zip(steps, [0] + [r["step"] for r in steps[:-1]]))
+    return train_cfg, log, wall
+
+
+def ship_decoder(run: str, out: str, metrics_json: Optional[str] = None, vocoder_run: Optional[str] = None) -> dict:
+    dec = os.path.join(run, "decoder")
+    _check_decoder_dir(dec)
+    voc_dec = os.path.join(vocoder_run, "decoder") if vocoder_run else None
+    if voc_dec:
+        _check_decoder_dir(voc_dec)
+    src = _sources(dec, voc_dec)
+    metrics_path = metrics_json or os.path.join(run, "metrics.json")
+    if not os.path.exists(metrics_path):
+        raise FileNotFoundError(f"no metrics at {metrics_path}: run `uniaudio-rt evaluate-decoder --json` first")
+    info = json.load(open(os.path.join(dec, "train_info.json")))
+    train_cfg, log, wall = _run_record(run)
+    steps = [r for r in log if "step" in r]
     metrics = {k: v for k, v in json.load(open(metrics_path)).items() if k != "per_clip"}
+    measured = metrics.get("files_sha256")
+    shipped = {n: sha256_file(p) for n, p in src.items()}
+    if measured is None:
+        raise ValueError(f"{metrics_path} records no file digests (older evaluate-decoder): evaluate again")
+    if measured != shipped:
+        bad = sorted(n for n in FILES if measured.get(n) != shipped[n])
+        raise ValueError(f"{metrics_path} was measured on other files than the ones to ship ({bad} differ)"
+                         + ("" if voc_dec else "; a combined decoder needs --vocoder-run"))
     tok_dir = info.get("tokenizer")
     if not tok_dir or not os.path.exists(os.path.join(tok_dir, "model.safetensors")):
         raise FileNotFoundError(f"the run's tokenizer ({tok_dir}) is not there to fingerprint")
     tok_stats_path = os.path.join(tok_dir, "build_stats.json")
     tok_run = json.load(open(tok_stats_path)).get("run") if os.path.exists(tok_stats_path) else None
-    wall = sum(r["sec_per_step"] * (r["step"] - p) for r, p in zip(steps, [0] + [r["step"] for r in steps[:-1]]))
     stats = {"tokenizer_run": tok_run, "tokenizer_model_sha256": sha256_file(os.path.join(tok_dir, "model.safetensors")),
              "steps": info["step"], "init_from": log[0].get("init_from"), "train_clips": info.get("train_clips"),
              "train_hours": info.get("train_hours"), "train_wall_s": round(wall, 1),
              "flow_params": info["flow_params"], "hift_params": info["hift_params"],
              "final": {k: steps[-1][k] for k in ("flow_loss", "mu_mse", "mel_l1", "stft", "f0_l1_hz") if k in steps[-1]},
              "train_config": train_cfg, "metrics": metrics}
+    if voc_dec:
+        v_cfg, v_log, v_wall = _run_record(vocoder_run)
+        v_steps = [r for r in v_log if "step" in r]
+        stats["vocoder"] = {"run": os.path.basename(os.path.normpath(vocoder_run)),
+                            "steps": json.load(open(os.path.join(voc_dec, "train_info.json")))["step"],
+                            "init_from": v_log[0].get("init_from"), "train_wall_s": round(v_wall, 1),
+                            "final": {k: v_steps[-1][k] for k in ("mel_l1", "stft", "f0_l1_hz") if k in v_steps[-1]},
+                            "train_config": v_cfg}
     os.makedirs(out, exist_ok=True)
-    for name in FILES:
-        shutil.copyfile(os.path.join(dec, name), os.path.join(out, name))
+    for name, path in src.items():
+        shutil.copyfile(path, os.path.join(out, name))
     with open(os.path.join(out, "build_stats.json"), "w") as f:
         json.dump(stats, f, indent=1, ensure_ascii=False)
     _write_card(out, stats)
@@ -70,6 +152,24 @@ def _write_card(out: str, s: dict) -> None:
         voc = (f" Copy synthesis (the vocoder alone on the originals' mel): WER {m['wer_vocoder']:.3f}, "
                f"MCD {m['mcd_db_vocoder_mean']:.2f} dB.")
     warm = f" Warm-started from `{s['init_from']}`." if s.get("init_from") else ""
+    v = s.get("vocoder")
+    if v:
+        what = "the flow" if not s["train_config"].get("train_hift", True) else "the flow (and a HiFT)"
+        training = (f"{what}: {s['steps']} steps ({s['train_wall_s'] / 60:.0f} min on one CPU thread); the vocoder "
+                    f"(HiFT, run `{v['run']}`): {v['steps']} steps ({v['train_wall_s'] / 60:.0f} min on one CPU "
+                    f"thread, side by side with the flow run)")
+        if v.get("init_from"):
+            training += f", warm-started from `{v['init_from']}`"
+    else:
+        training = f"{s['steps']} steps ({s['train_wall_s'] / 60:.0f} min on 2 CPU cores)"
+    wer = m["wer_reconstructed"]
+    if wer >= 0.9:
+        verdict = ("A reconstruction WER near 1 means not intelligible: this CPU budget is far too small for a flow "
+                   "decoder and a vocoder.")
+    elif wer >= 0.3:
+        verdict = ("Partly intelligible: the ASR recovers some of the words, far from the original's WER.")
+    else:
+        verdict = "Mostly intelligible to the ASR, still behind the original."
     text = f"""# uniaudio-rt default decoder (tokens -> 22.05 kHz audio)
 
 **What it is.** Flow matching (token embedding -> block-causal conformer encoder -> length regulator
@@ -79,17 +179,15 @@ vocoder (NSF source from an F0 predictor, iSTFT head), in the public CosyVoice /
 parameters, {mb:.1f} MB. Trained on the tokens of the package's default tokenizer (run
 `{s['tokenizer_run']}`, model.safetensors sha256 `{s['tokenizer_model_sha256'][:16]}...`).
 
-**Training.** {s['steps']} steps ({s['train_wall_s'] / 60:.0f} min on 2 CPU cores) on {s['train_clips']}
-speech and voice clips ({s['train_hours']} h) of the registry corpus (docs/DATA.md).{warm}
-`uniaudio-rt train-decoder --config configs/train/decoder_default.yaml`; docs/RESULTS.md has the commands.
+**Training.** {training}, on {s['train_clips']} speech and voice clips ({s['train_hours']} h) of the
+registry corpus (docs/DATA.md).{warm} docs/RESULTS.md has the commands.
 
 **Quality (measured, `uniaudio-rt evaluate-decoder`).** On {m['clips']} held-out English prompts,
 faster-whisper (Whisper tiny.en) WER {m['wer_original']:.3f} on the originals and
-{m['wer_reconstructed']:.3f} on the reconstructions (CER {m['cer_reconstructed']:.3f}); mel-cepstral
-distortion {m['mcd_db_mean']:.2f} dB.{voc} A reconstruction WER near 1 means not intelligible: this
-CPU budget is far too small for a flow decoder and a vocoder. It ships so that `detokenize` /
+{wer:.3f} on the reconstructions (CER {m['cer_reconstructed']:.3f}); mel-cepstral
+distortion {m['mcd_db_mean']:.2f} dB.{voc} {verdict} It ships so that `detokenize` /
 `reconstruct` / streaming run end to end with no download; replace it with a longer-trained decoder
-(same command, more steps; rerun resumes) or a public checkpoint directory (`--decoder DIR`).
+(same commands, more steps; rerun resumes) or a public checkpoint directory (`--decoder DIR`).
 """
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write(text)

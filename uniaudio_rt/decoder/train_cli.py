@@ -55,8 +55,21 @@ def add_subparser(sub) -> None:
     h.add_argument("--run", required=True, help="decoder training output directory (after evaluate-decoder "
                                                 "--json RUN/metrics.json)")
     h.add_argument("--metrics", default=None, help="evaluate-decoder JSON (default: RUN/metrics.json)")
+    h.add_argument("--vocoder-run", default=None,
+                   help="take hift.pt from this run's decoder instead (a vocoder trained side by side; the metrics "
+                        "must be of the combination: decoder-combine, then evaluate-decoder)")
     h.add_argument("--out", default=None, help="default: the package's assets/decoder")
     h.set_defaults(func=cmd_ship_decoder)
+
+    c = sub.add_parser(
+        "decoder-combine", help="a decoder directory from one run's flow and another run's vocoder",
+        description="Copy FLOW's config.yaml and flow.pt and VOCODER's hift.pt into OUT (their HiFT configs "
+                    "must be equal), e.g. a flow trained with train_hift: false next to a vocoder trained with "
+                    "train_flow: false.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("--flow", required=True, help="decoder directory whose flow is taken (e.g. runs/X/decoder)")
+    c.add_argument("--vocoder", required=True, help="decoder directory whose hift.pt is taken")
+    c.add_argument("--out", required=True, help="new decoder directory")
+    c.set_defaults(func=cmd_combine_decoders)
 
 
 def cmd_train_decoder(args) -> int:
@@ -107,8 +120,19 @@ def cmd_ship_decoder(args) -> int:
     from .ship import ship_decoder
 
     try:
-        stats = ship_decoder(args.run, args.out or DEFAULT_DECODER_DIR, args.metrics)
+        stats = ship_decoder(args.run, args.out or DEFAULT_DECODER_DIR, args.metrics, args.vocoder_run)
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"uniaudio-rt train-decoder-ship: {e}")
     print(json.dumps({k: v for k, v in stats.items() if k != "train_config"}, indent=1, ensure_ascii=False))
+    return 0
+
+
+def cmd_combine_decoders(args) -> int:
+    from .ship import combine_decoders
+
+    try:
+        info = combine_decoders(args.flow, args.vocoder, args.out)
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"uniaudio-rt decoder-combine: {e}")
+    print(json.dumps(info, indent=1))
     return 0
