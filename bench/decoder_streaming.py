@@ -1,9 +1,10 @@
 """Streaming token-to-audio decode: first-audio latency and per-chunk cost, bounded state.
 
-    python bench/decoder_streaming.py [--seconds 1,10,60] [--chunk-tokens 25] [--threads 2]
+    python bench/decoder_streaming.py [--seconds 1,10,60] [--chunk-tokens 25] [--threads 2] [--decoder DIR]
 
 Public-size decoder modules (CosyVoice / GLM-4-Voice flow matching + HiFT; random weights, speed
-does not depend on values) at 25 tokens/s (UniAudio-Token's rate). For each token-stream length the
+does not depend on values), or with ``--decoder`` a trained decoder directory (``default``: the one
+shipped in the package), at 25 tokens/s (UniAudio-Token's rate). For each token-stream length the
 tokens arrive in chunks of ``--chunk-tokens``; reported: compute until the first audio chunk is
 yielded (first-audio latency, not counting the time the tokens take to arrive), per-chunk compute
 (median, p95, and the mean over the last 5 chunks against the first 5: a bounded-state stream stays
@@ -83,16 +84,23 @@ def main():
     p.add_argument("--seconds", default="1,10,60")
     p.add_argument("--chunk-tokens", type=int, default=25)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--decoder", default=None,
+                   help="decoder directory, or 'default' (the shipped one); default: public sizes, random weights")
     p.add_argument("--out", default=None, help="append the markdown table to this file")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    det = Detokenizer(FlowDecoder(FlowConfig(input_frame_rate=25.0)), HiFTGenerator(HiFTConfig()))
+    if args.decoder:
+        det = Detokenizer.from_pretrained(None if args.decoder == "default" else args.decoder)
+        what = f"Decoder {args.decoder} ({sum(p.numel() for m in (det.flow, det.hift) for p in m.parameters()) / 1e6:.2f} M)"
+    else:
+        det = Detokenizer(FlowDecoder(FlowConfig(input_frame_rate=25.0)), HiFTGenerator(HiFTConfig()))
+        what = "Public-size flow + HiFT (random weights)"
     det.flow.eval(), det.hift.eval()
     run(det, args.chunk_tokens, args.chunk_tokens)  # warm-up
     cfg = det.stream_config
     lines = [f"`python bench/decoder_streaming.py {' '.join(sys.argv[1:])}`", "",
-             f"Public-size flow + HiFT (random weights), 25 tokens/s, chunks of {args.chunk_tokens} tokens "
+             f"{what}, random tokens at 25 tokens/s, chunks of {args.chunk_tokens} tokens "
              f"({args.chunk_tokens / 25:.2f} s), {args.threads} threads; prompt window {cfg.prompt_tokens} tokens, "
              f"encoder cache {cfg.encoder_left_blocks} blocks, vocoder context {cfg.hift_left}+{cfg.hift_lookahead} "
              f"frames.", "",

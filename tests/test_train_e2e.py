@@ -82,6 +82,15 @@ def test_evaluate_runs_on_tiny(corpus, tmp_path, one_torch_thread):
     assert "skipped" in res["gender"]                        # the tiny subset has no gender set
     assert 0.0 <= res["asr"]["cer"] and res["asr"]["clips"] == 4
     assert json.load(open(out / "metrics.json"))["codebook"] == 16
+    assert res["asr"]["no_repeat_ngram"] == 0
+    from uniaudio_rt.cli import main
+
+    assert main(["evaluate", "--run", str(out), "--corpus", corpus, "--no-repeat-ngram", "3", "--no-progress",
+                 "--json", str(out / "m3.json")]) == 0
+    m3 = json.load(open(out / "m3.json"))["asr"]
+    assert m3["no_repeat_ngram"] == 3 and m3["clips"] == 4 and m3["cer"] >= 0.0
+    with pytest.raises(SystemExit, match="no-repeat-ngram"):
+        main(["evaluate", "--run", str(out), "--corpus", corpus, "--no-repeat-ngram", "-1"])
 
     from uniaudio_rt.train.report import table
     from uniaudio_rt.train.ship import ship

@@ -106,13 +106,19 @@ def test_logits_match_ctranslate2(real, ct2_whisper, tokenizer):
         assert ours[-1].argmax() == tokenizer.eot
 
 
-def _reference_greedy(dec, memory, prompt, eot, max_new, suppress):
-    """Uncached greedy decoding of one item: the full sequence through forward() at every step."""
+def _reference_greedy(dec, memory, prompt, eot, max_new, suppress, no_repeat=0):
+    """Uncached greedy decoding of one item: the full sequence through forward() at every step;
+    ``no_repeat`` = n bans every token that would repeat an n-gram (brute force over all n-grams)."""
     seq = list(prompt)
     with torch.no_grad():
         for _ in range(max_new):
             logits = dec.logits(dec(torch.tensor([seq]), memory))[0, -1]
             logits[list(suppress)] = float("-inf")
+            if no_repeat and len(seq) >= no_repeat - 1:
+                grams = {tuple(seq[i: i + no_repeat]) for i in range(len(seq) - no_repeat + 1)}
+                for t in range(logits.numel()):
+                    if tuple(seq[len(seq) - no_repeat + 1:] + [t]) in grams:
+                        logits[t] = float("-inf")
             nxt = int(logits.argmax())
             if nxt == eot:
                 break
@@ -155,6 +161,21 @@ def test_cached_generate_equals_uncached_argmax(seed, cfg, one_torch_thread):
     got = dec.generate(memory, mask, prompt, eot, max_new_tokens=max_new, suppress=suppress)
     assert got == expected
     assert all(not set(s) & {5, 6, eot} for s in got)
+
+    # n-gram bans: equal to the brute-force reference, and no n-gram of any output repeats
+    for n in (1, 2, 3):
+        want = [_reference_greedy(dec, memory[i: i + 1, :k], prompt, never, max_new, suppress + [never], no_repeat=n)
+                for i, k in enumerate(lengths)]
+        got = dec.generate(memory, mask, prompt, never, max_new_tokens=max_new, suppress=suppress + [never],
+                           no_repeat_ngram=n)
+        assert got == want
+        for g in got:
+            full = prompt + g
+            grams = [tuple(full[i: i + n]) for i in range(len(full) - n + 1)]
+            assert len(grams) == len(set(grams))
+    assert any(len(set(f)) < len(f) for f in free)  # plain greedy repeats here, so the bans do change outputs
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        dec.generate(memory, mask, prompt, eot, no_repeat_ngram=-1)
 
     # new tokens are capped where the positions run out
     long = dec.generate(memory, mask, prompt, never, max_new_tokens=1000, suppress=[never])

@@ -242,13 +242,17 @@ class WhisperTextDecoder(nn.Module):
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate(self, memory: Tensor, memory_mask: Optional[Tensor], prompt: list[int], eot: int,
-                 max_new_tokens: int = 200, suppress: Sequence[int] = ()) -> list[list[int]]:
+                 max_new_tokens: int = 200, suppress: Sequence[int] = (),
+                 no_repeat_ngram: int = 0) -> list[list[int]]:
         """Greedy decoding, batched, with a key/value cache.
 
         Every batch item starts from ``prompt`` and stops at ``eot`` or after ``max_new_tokens`` new
         tokens (fewer if the positions run out: at most ``max_target_positions - len(prompt) + 1``).
-        ``suppress`` token ids are never chosen. Returns, per batch item, the new tokens without the
-        prompt and without ``eot``. Equal to repeated ``argmax(logits(forward(...))[:, -1])``.
+        ``suppress`` token ids are never chosen. ``no_repeat_ngram`` = n > 0 also never chooses a token
+        that would repeat an n-gram of the item's sequence (prompt included), which stops the
+        repetition loops an undertrained decoder falls into. Returns, per batch item, the new tokens
+        without the prompt and without ``eot``. Equal to repeated ``argmax(logits(forward(...))[:, -1])``
+        with those bans.
         """
         cfg = self.config
         if not prompt:
@@ -260,6 +264,8 @@ class WhisperTextDecoder(nn.Module):
             raise ValueError(f"prompt / eot ids out of [0, {cfg.vocab_size}): {bad[:5]}")
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if no_repeat_ngram < 0:
+            raise ValueError(f"no_repeat_ngram must be >= 0, got {no_repeat_ngram}")
         bad = [s for s in suppress if not 0 <= s < cfg.vocab_size]
         if bad:
             raise ValueError(f"suppress ids out of [0, {cfg.vocab_size}): {bad[:5]}")
@@ -276,6 +282,11 @@ class WhisperTextDecoder(nn.Module):
             logits = self.logits(self._decode(tokens, cache)[:, -1])
             if suppress_ids.numel():
                 logits.index_fill_(1, suppress_ids, float("-inf"))
+            if no_repeat_ngram:
+                for j, r in enumerate(rows.tolist()):
+                    banned = repeated_ngram_ends(prompt + out[r], no_repeat_ngram)
+                    if banned:
+                        logits[j, banned] = float("-inf")
             nxt = logits.argmax(dim=-1)
             done = nxt == eot
             for r, t in zip(rows.tolist(), nxt.tolist()):
@@ -289,3 +300,14 @@ class WhisperTextDecoder(nn.Module):
                 rows, nxt = rows[keep], nxt[keep]
             tokens = nxt[:, None]
         return out
+
+
+def repeated_ngram_ends(seq: Sequence[int], n: int) -> list[int]:
+    """The tokens that, appended to ``seq``, would repeat one of its n-grams (none while
+    ``len(seq) < n``): those following an earlier occurrence of its last n - 1 tokens."""
+    if n <= 0 or len(seq) < n:
+        return []
+    if n == 1:
+        return sorted(set(seq))
+    tail = tuple(seq[len(seq) - n + 1:])
+    return sorted({seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i: i + n - 1]) == tail})

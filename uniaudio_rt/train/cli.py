@@ -29,6 +29,8 @@ def add_subparser(sub) -> None:
     e.add_argument("--tokenizer", default=None, help="a tokenizer directory instead of RUN/tokenizer (no CER)")
     e.add_argument("--corpus", required=True, help="corpus directory with eval_* splits")
     e.add_argument("--json", default=None, help="also write the metrics to this file")
+    e.add_argument("--no-repeat-ngram", type=int, default=0,
+                   help="SAP-decoder greedy search never repeats an n-gram of this size (0: plain greedy)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
@@ -65,7 +67,10 @@ def cmd_evaluate(args) -> int:
 
     if not args.run and not args.tokenizer:
         raise SystemExit("uniaudio-rt evaluate: give --run or --tokenizer")
-    res = evaluate(args.run, args.corpus, args.tokenizer, progress=not args.no_progress, out_json=args.json)
+    if args.no_repeat_ngram < 0:
+        raise SystemExit("uniaudio-rt evaluate: --no-repeat-ngram must be >= 0")
+    res = evaluate(args.run, args.corpus, args.tokenizer, progress=not args.no_progress, out_json=args.json,
+                   no_repeat_ngram=args.no_repeat_ngram)
     print(json.dumps(res, indent=2, ensure_ascii=False))
     return 0
 

@@ -75,8 +75,10 @@ def _audio(corpus: str, rows: list[dict]) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def transcribe(run: str, encoder, audios: list[np.ndarray], batch: int = 16, progress: bool = True) -> list[str]:
-    """Greedy SAP-decoder output text for each clip (clips <= 30 s)."""
+def transcribe(run: str, encoder, audios: list[np.ndarray], batch: int = 16, progress: bool = True,
+               no_repeat_ngram: int = 0) -> list[str]:
+    """Greedy SAP-decoder output text for each clip (clips <= 30 s); ``no_repeat_ngram`` > 0 bans
+    repeated n-grams of BPE tokens (``WhisperTextDecoder.generate``)."""
     from safetensors.torch import load_file
     from tqdm import tqdm
 
@@ -108,15 +110,18 @@ def transcribe(run: str, encoder, audios: list[np.ndarray], batch: int = 16, pro
             mel[j, :, : m.shape[-1]] = m
             mask[j, : -(-audios[i].size // HOP_LENGTH)] = True
         enc = encoder(mel, mask)
-        gen = model.generate(enc.hidden_states, enc.frame_mask, meta["prompt"], meta["eot"], max_new_tokens=160)
+        gen = model.generate(enc.hidden_states, enc.frame_mask, meta["prompt"], meta["eot"], max_new_tokens=160,
+                             no_repeat_ngram=no_repeat_ngram)
         for i, g in zip(idx, gen):
             texts[i] = text_tok.decode(g)
     return [texts[i] for i in range(len(audios))]
 
 
 def evaluate(run: Optional[str], corpus: str, tokenizer_dir: Optional[str] = None, progress: bool = True,
-             out_json: Optional[str] = None) -> dict:
-    """Metrics of ``RUN/tokenizer`` (or ``tokenizer_dir``); CER needs ``RUN/sap_decoder``."""
+             out_json: Optional[str] = None, no_repeat_ngram: int = 0) -> dict:
+    """Metrics of ``RUN/tokenizer`` (or ``tokenizer_dir``); CER needs ``RUN/sap_decoder``.
+    ``no_repeat_ngram`` > 0: the SAP decoder's greedy search never repeats an n-gram (0: plain
+    greedy, what docs/RESULTS.md's table used)."""
     from ..checkpoint import load_encoder
     from ..default_model import usage_stats
     from ..tokenizer import Tokenizer
@@ -146,10 +151,11 @@ def evaluate(run: Optional[str], corpus: str, tokenizer_dir: Optional[str] = Non
     if run is not None and os.path.isdir(os.path.join(run, "sap_decoder")) and wer_audio:
         with open(os.path.join(run, "sap_decoder", "config.json")) as f:
             mode = json.load(f)["target"]
-        gen = transcribe(run, encoder, wer_audio, progress=progress)
+        gen = transcribe(run, encoder, wer_audio, progress=progress, no_repeat_ngram=no_repeat_ngram)
         hyp = [parse_transcription(g, mode) or "" for g in gen]
         ref = [r["transcript"] for r in sets["eval_wer"]]
-        res["asr"] = {"clips": len(ref), "cer": error_rate(ref, hyp, "char"), "wer": error_rate(ref, hyp, "word"),
+        res["asr"] = {"clips": len(ref), "no_repeat_ngram": no_repeat_ngram,
+                      "cer": error_rate(ref, hyp, "char"), "wer": error_rate(ref, hyp, "word"),
                       "examples": [{"ref": r, "hyp": h, "generated": g} for r, h, g in list(zip(ref, hyp, gen))[:5]]}
     if out_json:
         with open(out_json, "w") as f:

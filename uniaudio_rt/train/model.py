@@ -78,9 +78,10 @@ class SAPModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, memory: Tensor, memory_mask: Tensor, prompt: list[int], eot: int,
-                 max_new_tokens: int = 160) -> list[list[int]]:
-        """Greedy decoding restricted to the training vocabulary (KV-cached in the decoder)."""
+                 max_new_tokens: int = 160, no_repeat_ngram: int = 0) -> list[list[int]]:
+        """Greedy decoding restricted to the training vocabulary (KV-cached in the decoder);
+        ``no_repeat_ngram`` as in ``WhisperTextDecoder.generate``."""
         suppress = torch.ones(self.decoder.embed_tokens.num_embeddings, dtype=torch.bool)
         suppress[self.vocab_ids] = False
         return self.decoder.generate(memory, memory_mask, prompt, eot, max_new_tokens=max_new_tokens,
-                                     suppress=suppress.nonzero()[:, 0].tolist())
+                                     suppress=suppress.nonzero()[:, 0].tolist(), no_repeat_ngram=no_repeat_ngram)
