@@ -294,6 +294,17 @@ def test_resume_equals_uninterrupted(corpus, run, tmp_path, one_torch_thread):
     log = [json.loads(line) for line in open(run / "train_log.jsonl")]
     assert log[0]["event"] == "start" and log[0]["clips"] == 3 and [r["step"] for r in log[1:]] == [1, 2, 3, 4]
     assert all(r["flow_loss"] > 0 and r["mel_l1"] > 0 and r["sec_per_step"] > 0 for r in log[1:])
+    # the resumed run's log marks where each process took over; compute time counts every step done
+    rlog = [json.loads(line) for line in open(resumed / "train_log.jsonl")]
+    assert [(r.get("event"), r.get("from_step", r.get("step"))) for r in rlog[1:]] == [
+        (None, 1), ("resume", 1), (None, 2), (None, 3), ("resume", 3), (None, 4)]
+    from uniaudio_rt.decoder.ship import log_wall_seconds
+
+    assert log_wall_seconds(rlog, 1) == pytest.approx(sum(r["sec_per_step"] for r in rlog if "step" in r))
+    # older logs without resume records: a step at or below the previous one counts log_every steps
+    old = [{"step": 20, "sec_per_step": 1.0}, {"step": 40, "sec_per_step": 1.0}, {"step": 40, "sec_per_step": 2.0},
+           {"step": 60, "sec_per_step": 1.0}]
+    assert log_wall_seconds(old, 20) == 20 + 20 + 40 + 20
     with pytest.raises(ValueError, match="different config"):
         train(_cfg(corpus, resumed, flow_lr=1e-2), progress=False)
 

@@ -87,11 +87,23 @@ def _run_record(run: str) -> tuple[dict, list[dict], float]:
     """A training run's config, its step log records and their summed wall time."""
     train_cfg = json.load(open(os.path.join(run, "train_config.json")))
     log = [json.loads(line) for line in open(os.path.join(run, "train_log.jsonl"))]
-    steps = [r for r in log if "step" in r]
-    if not steps:
+    if not any("step" in r for r in log):
         raise ValueError(f"{run}/train_log.jsonl has no step records")
-    wall = sum(r["sec_per_step"] * (r["step"] - p) for r, p in zip(steps, [0] + [r["step"] for r in steps[:-1]]))
-    return train_cfg, log, wall
+    return train_cfg, log, log_wall_seconds(log, train_cfg.get("log_every", 1))
+
+
+def log_wall_seconds(log: list[dict], log_every: int) -> float:
+    """Compute time a train_log.jsonl records, steps redone after a resume included: a ``resume``
+    record restarts the count at its checkpoint step; in a log without them (older runs) a step
+    record at or below the previous one is the first after a resume and covers ``log_every`` steps."""
+    wall, prev = 0.0, 0
+    for r in log:
+        if r.get("event") == "resume":
+            prev = r["from_step"]
+        elif "step" in r:
+            wall += r["sec_per_step"] * (r["step"] - prev if r["step"] > prev else log_every)
+            prev = r["step"]
+    return wall
 
 
 def ship_decoder(run: str, out: str, metrics_json: Optional[str] = None, vocoder_run: Optional[str] = None) -> dict:

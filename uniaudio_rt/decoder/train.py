@@ -489,6 +489,8 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
             opt_disc.load_state_dict(ck["opt_disc"])
         step = ck["step"]
         log.info("resumed from %s at step %d", ckpt_path, step)
+        with open(log_path, "a") as f:   # steps after the checkpoint are redone and logged again
+            f.write(json.dumps({"event": "resume", "from_step": step}) + "\n")
     else:
         if cfg.init_from:
             warm_start(flow, hift, cfg.init_from)
