@@ -34,7 +34,11 @@ def test_default_decoder_fits_and_matches_the_tokenizer():
     from uniaudio_rt.decoder.ship import sha256_file
 
     assert stats["tokenizer_model_sha256"] == sha256_file(os.path.join(DEFAULT_MODEL_DIR, "model.safetensors"))
-    assert {"wer_original", "wer_reconstructed", "mcd_db"} <= set(stats["metrics"])
+    assert {"wer_original", "wer_reconstructed", "mcd_db_mean", "wer_vocoder"} <= set(stats["metrics"])
+    # the quality it reports was measured on exactly these files
+    from uniaudio_rt.decoder.ship import file_digests
+
+    assert stats["metrics"]["files_sha256"] == file_digests(DEFAULT_DECODER_DIR)
 
 
 def test_reconstruct_cli_uses_the_shipped_decoder(tmp_path, speech_files, one_torch_thread):

@@ -166,20 +166,25 @@ def _write_card(out: str, s: dict) -> None:
     warm = f" Warm-started from `{s['init_from']}`." if s.get("init_from") else ""
     v = s.get("vocoder")
     if v:
-        what = "the flow" if not s["train_config"].get("train_hift", True) else "the flow (and a HiFT)"
-        training = (f"{what}: {s['steps']} steps ({s['train_wall_s'] / 60:.0f} min on one CPU thread); the vocoder "
-                    f"(HiFT, run `{v['run']}`): {v['steps']} steps ({v['train_wall_s'] / 60:.0f} min on one CPU "
-                    f"thread, side by side with the flow run)")
-        if v.get("init_from"):
+        what = "Flow" if not s["train_config"].get("train_hift", True) else "Flow (and a HiFT)"
+        training = (f"{what}: {s['steps']} steps ({s['train_wall_s'] / 60:.0f} min of compute); vocoder "
+                    f"(HiFT, run `{v['run']}`): {v['steps']} steps ({v['train_wall_s'] / 60:.0f} min of compute, "
+                    f"side by side with the flow run on the 2 CPU cores)")
+        if v.get("init_from") and v["init_from"] != s.get("init_from"):
             training += f", warm-started from `{v['init_from']}`"
+        elif v.get("init_from"):
+            warm = f" Both warm-started from `{s['init_from']}`."
     else:
         training = f"{s['steps']} steps ({s['train_wall_s'] / 60:.0f} min on 2 CPU cores)"
-    wer = m["wer_reconstructed"]
+    wer, wer_o = m["wer_reconstructed"], m["wer_original"]
+    vocoder_ok = "wer_vocoder" in m and m["wer_vocoder"] <= 2 * wer_o + 0.05
     if wer >= 0.9:
-        verdict = ("A reconstruction WER near 1 means not intelligible: this CPU budget is far too small for a flow "
-                   "decoder and a vocoder.")
+        verdict = "A reconstruction WER near 1 means not intelligible"
+        verdict += (": the vocoder alone is close to the original, so it is the flow (tokens -> mel) that this CPU "
+                    "budget has not trained far enough." if vocoder_ok else
+                    ": this CPU budget is far too small for a flow decoder and a vocoder.")
     elif wer >= 0.3:
-        verdict = ("Partly intelligible: the ASR recovers some of the words, far from the original's WER.")
+        verdict = "Partly intelligible: the ASR recovers some of the words, far from the original's WER."
     else:
         verdict = "Mostly intelligible to the ASR, still behind the original."
     text = f"""# uniaudio-rt default decoder (tokens -> 22.05 kHz audio)
