@@ -46,9 +46,13 @@ def _check_decoder_dir(dec: str) -> None:
 
 def _sources(flow_dir: str, vocoder_dir: Optional[str]) -> dict[str, str]:
     """File name -> the path it is taken from: everything from ``flow_dir``, except hift.pt from
-    ``vocoder_dir`` (whose HiFT config must equal the flow directory's)."""
+    ``vocoder_dir`` (whose HiFT config must equal the flow directory's). Both must be finished
+    exports."""
     from .loader import read_config
 
+    for d in (flow_dir, vocoder_dir):
+        if d:
+            _check_decoder_dir(d)
     src = {n: os.path.join(flow_dir, n) for n in FILES}
     if vocoder_dir:
         a = read_config(os.path.join(flow_dir, "config.yaml")).get("hift")
@@ -65,8 +69,6 @@ def combine_decoders(flow_dir: str, vocoder_dir: str, out: str) -> dict:
     """Write a decoder directory ``out`` from ``flow_dir``'s config.yaml and flow.pt and
     ``vocoder_dir``'s hift.pt (byte copies; the HiFT configs must be equal), with a
     ``train_info.json`` naming both sources. Returns that record."""
-    for d in (flow_dir, vocoder_dir):
-        _check_decoder_dir(d)
     if os.path.abspath(out) in (os.path.abspath(flow_dir), os.path.abspath(vocoder_dir)):
         raise ValueError(f"write the combination to a new directory, not over {out}")
     src = _sources(flow_dir, vocoder_dir)
@@ -83,13 +85,14 @@ def combine_decoders(flow_dir: str, vocoder_dir: str, out: str) -> dict:
     return info
 
 
-def _run_record(run: str) -> tuple[dict, list[dict], float]:
-    """A training run's config, its step log records and their summed wall time."""
+def _run_record(run: str) -> tuple[dict, list[dict], list[dict], float]:
+    """A training run's config, its log, the log's step records and their compute time."""
     train_cfg = json.load(open(os.path.join(run, "train_config.json")))
     log = [json.loads(line) for line in open(os.path.join(run, "train_log.jsonl"))]
-    if not any("step" in r for r in log):
+    steps = [r for r in log if "step" in r]
+    if not steps:
         raise ValueError(f"{run}/train_log.jsonl has no step records")
-    return train_cfg, log, log_wall_seconds(log, train_cfg.get("log_every", 1))
+    return train_cfg, log, steps, log_wall_seconds(log, train_cfg.get("log_every", 1))
 
 
 def log_wall_seconds(log: list[dict], log_every: int) -> float:
@@ -108,17 +111,13 @@ def log_wall_seconds(log: list[dict], log_every: int) -> float:
 
 def ship_decoder(run: str, out: str, metrics_json: Optional[str] = None, vocoder_run: Optional[str] = None) -> dict:
     dec = os.path.join(run, "decoder")
-    _check_decoder_dir(dec)
     voc_dec = os.path.join(vocoder_run, "decoder") if vocoder_run else None
-    if voc_dec:
-        _check_decoder_dir(voc_dec)
     src = _sources(dec, voc_dec)
     metrics_path = metrics_json or os.path.join(run, "metrics.json")
     if not os.path.exists(metrics_path):
         raise FileNotFoundError(f"no metrics at {metrics_path}: run `uniaudio-rt evaluate-decoder --json` first")
     info = json.load(open(os.path.join(dec, "train_info.json")))
-    train_cfg, log, wall = _run_record(run)
-    steps = [r for r in log if "step" in r]
+    train_cfg, log, steps, wall = _run_record(run)
     metrics = {k: v for k, v in json.load(open(metrics_path)).items() if k != "per_clip"}
     measured = metrics.get("files_sha256")
     shipped = {n: sha256_file(p) for n, p in src.items()}
@@ -140,8 +139,7 @@ def ship_decoder(run: str, out: str, metrics_json: Optional[str] = None, vocoder
              "final": {k: steps[-1][k] for k in ("flow_loss", "mu_mse", "mel_l1", "stft", "f0_l1_hz") if k in steps[-1]},
              "train_config": train_cfg, "metrics": metrics}
     if voc_dec:
-        v_cfg, v_log, v_wall = _run_record(vocoder_run)
-        v_steps = [r for r in v_log if "step" in r]
+        v_cfg, v_log, v_steps, v_wall = _run_record(vocoder_run)
         stats["vocoder"] = {"run": os.path.basename(os.path.normpath(vocoder_run)),
                             "steps": json.load(open(os.path.join(voc_dec, "train_info.json")))["step"],
                             "init_from": v_log[0].get("init_from"), "train_wall_s": round(v_wall, 1),

@@ -282,14 +282,15 @@ class WhisperTextDecoder(nn.Module):
             logits = self.logits(self._decode(tokens, cache)[:, -1])
             if suppress_ids.numel():
                 logits.index_fill_(1, suppress_ids, float("-inf"))
+            live = rows.tolist()
             if no_repeat_ngram:
-                for j, r in enumerate(rows.tolist()):
+                for j, r in enumerate(live):
                     banned = repeated_ngram_ends(prompt + out[r], no_repeat_ngram)
                     if banned:
                         logits[j, banned] = float("-inf")
             nxt = logits.argmax(dim=-1)
             done = nxt == eot
-            for r, t in zip(rows.tolist(), nxt.tolist()):
+            for r, t in zip(live, nxt.tolist()):
                 if t != eot:
                     out[r].append(t)
             if bool(done.any()):
