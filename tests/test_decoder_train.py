@@ -298,7 +298,7 @@ def test_resume_equals_uninterrupted(corpus, run, tmp_path, one_torch_thread):
     rlog = [json.loads(line) for line in open(resumed / "train_log.jsonl")]
     assert [(r.get("event"), r.get("from_step", r.get("step"))) for r in rlog[1:]] == [
         (None, 1), ("resume", 1), (None, 2), (None, 3), ("resume", 3), (None, 4)]
-    from uniaudio_rt.decoder.ship import log_wall_seconds
+    from uniaudio_rt.train.loop import log_wall_seconds
 
     assert log_wall_seconds(rlog, 1) == pytest.approx(sum(r["sec_per_step"] for r in rlog if "step" in r))
     # older logs without resume records: a step at or below the previous one counts log_every steps

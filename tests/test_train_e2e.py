@@ -52,6 +52,9 @@ def test_train_resume_export(corpus, tmp_path, one_torch_thread, variant):
     log = [json.loads(line) for line in open(straight / "train_log.jsonl")]
     assert log[0]["event"] == "start" and [r["step"] for r in log[1:]] == [1, 2, 3, 4]
     assert all(r["ce"] > 0 and r["active_codes_per_batch"] >= 1 for r in log[1:])
+    rlog = [json.loads(line) for line in open(resumed / "train_log.jsonl")]
+    assert [(r.get("event"), r.get("from_step", r.get("step"))) for r in rlog[1:]] == [
+        (None, 1), (None, 2), ("resume", 2), (None, 3), (None, 4)]
 
     from uniaudio_rt.tokenizer import Tokenizer
     from uniaudio_rt.train.loop import load_clip_audio

@@ -92,21 +92,9 @@ def _run_record(run: str) -> tuple[dict, list[dict], list[dict], float]:
     steps = [r for r in log if "step" in r]
     if not steps:
         raise ValueError(f"{run}/train_log.jsonl has no step records")
+    from ..train.loop import log_wall_seconds
+
     return train_cfg, log, steps, log_wall_seconds(log, train_cfg.get("log_every", 1))
-
-
-def log_wall_seconds(log: list[dict], log_every: int) -> float:
-    """Compute time a train_log.jsonl records, steps redone after a resume included: a ``resume``
-    record restarts the count at its checkpoint step; in a log without them (older runs) a step
-    record at or below the previous one is the first after a resume and covers ``log_every`` steps."""
-    wall, prev = 0.0, 0
-    for r in log:
-        if r.get("event") == "resume":
-            prev = r["from_step"]
-        elif "step" in r:
-            wall += r["sec_per_step"] * (r["step"] - prev if r["step"] > prev else log_every)
-            prev = r["step"]
-    return wall
 
 
 def ship_decoder(run: str, out: str, metrics_json: Optional[str] = None, vocoder_run: Optional[str] = None) -> dict:

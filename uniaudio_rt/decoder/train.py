@@ -451,7 +451,7 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
     """Run (or resume) training; returns the output directory. ``max_steps`` stops early (tests)."""
     from tqdm import tqdm
 
-    from ..train.loop import BatchPlan, lr_factor, save_atomic, start_run
+    from ..train.loop import BatchPlan, log_resume, lr_factor, save_atomic, start_run
 
     start_run(cfg)
     data = prepare_data(cfg, progress)
@@ -489,8 +489,7 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
             opt_disc.load_state_dict(ck["opt_disc"])
         step = ck["step"]
         log.info("resumed from %s at step %d", ckpt_path, step)
-        with open(log_path, "a") as f:   # steps after the checkpoint are redone and logged again
-            f.write(json.dumps({"event": "resume", "from_step": step}) + "\n")
+        log_resume(log_path, step)
     else:
         if cfg.init_from:
             warm_start(flow, hift, cfg.init_from)

@@ -193,6 +193,27 @@ def save_atomic(obj: Any, path: str) -> None:
     os.replace(path + ".tmp", path)
 
 
+def log_resume(log_path: str, step: int) -> None:
+    """Mark in a train_log.jsonl that a process resumed at checkpoint ``step``: the steps after it
+    are done, and logged, again."""
+    with open(log_path, "a") as f:
+        f.write(json.dumps({"event": "resume", "from_step": step}) + "\n")
+
+
+def log_wall_seconds(log: list[dict], log_every: int) -> float:
+    """Compute time a train_log.jsonl records, steps redone after a resume included: a ``resume``
+    record restarts the count at its checkpoint step; in a log without them (older runs) a step
+    record at or below the previous one is the first after a resume and covers ``log_every`` steps."""
+    wall, prev = 0.0, 0
+    for r in log:
+        if r.get("event") == "resume":
+            prev = r["from_step"]
+        elif "step" in r:
+            wall += r["sec_per_step"] * (r["step"] - prev if r["step"] > prev else log_every)
+            prev = r["step"]
+    return wall
+
+
 def start_run(cfg) -> None:
     """Validate ``cfg``, apply its thread count, create ``cfg.out`` and record the config there."""
     cfg.validate()
@@ -248,6 +269,7 @@ def train(cfg: TrainConfig, progress: bool = True, max_steps: Optional[int] = No
         random.setstate(ck["py_rng"])
         step = ck["step"]
         log.info("resumed from %s at step %d", ckpt_path, step)
+        log_resume(log_path, step)
     else:
         info = init_codebook(model, cache, plan, cfg.kmeans_frames, cfg.seed, progress)
         with open(log_path, "w") as f:
