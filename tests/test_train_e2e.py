@@ -75,6 +75,17 @@ def test_changed_config_refuses_resume(corpus, tmp_path, one_torch_thread):
         train(_cfg(corpus, out, lr_decoder=1e-3), progress=False)
 
 
+def test_token_runs_counts_changes_and_run_lengths():
+    from uniaudio_rt.train.evaluate import token_runs
+
+    # 25 Hz: [1,1,2,2,2,3] = 3 runs, 2 changes; [5] = 1 run; [] is ignored. 7 tokens = 0.28 s
+    r = token_runs([[1, 1, 2, 2, 2, 3], [5], []], 25.0)
+    assert r["tokens"] == 7
+    assert r["changes_per_s"] == pytest.approx(2 / 0.28)
+    assert r["mean_run_ms"] == pytest.approx(280.0 / 4)
+    assert token_runs([[]], 25.0)["changes_per_s"] is None
+
+
 def test_evaluate_runs_on_tiny(corpus, tmp_path, one_torch_thread):
     from uniaudio_rt.train.evaluate import evaluate
 
@@ -86,6 +97,7 @@ def test_evaluate_runs_on_tiny(corpus, tmp_path, one_torch_thread):
     assert 0.0 <= res["asr"]["cer"] and res["asr"]["clips"] == 4
     assert json.load(open(out / "metrics.json"))["codebook"] == 16
     assert res["asr"]["no_repeat_ngram"] == 0
+    assert res["speech_runs"]["tokens"] > 0 and res["speech_runs"]["mean_run_ms"] >= 40.0
     from uniaudio_rt.cli import main
 
     assert main(["evaluate", "--run", str(out), "--corpus", corpus, "--no-repeat-ngram", "3", "--no-progress",

@@ -7,6 +7,9 @@
   token histograms (and the majority-class rate for reference).
 - eval_wer: CER / WER of the transcription the SAP decoder generates (greedy) from the tokens.
 - all three sets: codebook usage (fraction of codes seen) and perplexity of the token distribution.
+- eval_wer: temporal resolution of the tokens on speech: code changes per second and the mean run of
+  identical tokens in ms (read speech has ~12-15 phones/s; a decoder cannot render finer units than
+  the tokens change at).
 """
 
 from __future__ import annotations
@@ -65,6 +68,17 @@ def probe_scores(h: np.ndarray, labels: list[str], seed: int = 0) -> dict:
                           cv=StratifiedKFold(5, shuffle=True, random_state=seed))
     return {"clips": len(y), "accuracy": float(acc.mean()), "accuracy_std": float(acc.std()),
             "majority": float(max(y.mean(), 1 - y.mean()))}
+
+
+def token_runs(tokens: list[list[int]], rate_hz: float) -> dict:
+    """Code changes per second and mean run length (ms) of identical consecutive tokens, pooled
+    over the clips (a clip of n tokens with r runs has r - 1 changes)."""
+    n = sum(len(t) for t in tokens)
+    runs = sum(1 + int(np.count_nonzero(np.diff(np.asarray(t)))) for t in tokens if len(t))
+    if n == 0:
+        return {"tokens": 0, "changes_per_s": None, "mean_run_ms": None}
+    return {"tokens": n, "changes_per_s": float((runs - sum(1 for t in tokens if len(t))) / (n / rate_hz)),
+            "mean_run_ms": float(1000.0 * n / rate_hz / runs)}
 
 
 def _audio(corpus: str, rows: list[dict]) -> list[np.ndarray]:
@@ -148,6 +162,7 @@ def evaluate(run: Optional[str], corpus: str, tokenizer_dir: Optional[str] = Non
     res["gender"] = (probe_scores(histograms(toks["eval_gender"], k), gen) if min(gen.count("Female"), gen.count("Male")) >= 5
                      else {"clips": len(gen), "skipped": "fewer than 5 clips of a gender"})
     res["usage"] = usage_stats(np.asarray(all_tokens), k)
+    res["speech_runs"] = token_runs(toks["eval_wer"], encoder.config.token_rate)
     if run is not None and os.path.isdir(os.path.join(run, "sap_decoder")) and wer_audio:
         with open(os.path.join(run, "sap_decoder", "config.json")) as f:
             mode = json.load(f)["target"]
