@@ -5,6 +5,7 @@ a few steps, resume == uninterrupted, the exported tokenizer loads and tokenizes
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,6 +85,19 @@ def test_token_runs_counts_changes_and_run_lengths():
     assert r["changes_per_s"] == pytest.approx(2 / 0.28)
     assert r["mean_run_ms"] == pytest.approx(280.0 / 4)
     assert token_runs([[]], 25.0)["changes_per_s"] is None
+
+
+def test_gender_probe_repeats_the_cross_validation():
+    from uniaudio_rt.train.evaluate import probe_scores
+
+    rng = np.random.default_rng(0)
+    labels = ["Male"] * 30 + ["Female"] * 20
+    h = rng.random((50, 8)) * 0.1
+    h[:30, 0] += 1.0                                   # one code tells the classes apart
+    r = probe_scores(h, labels)
+    assert r["folds"] == 50 and r["accuracy"] == 1.0 and r["majority"] == pytest.approx(0.6)
+    noise = probe_scores(rng.random((50, 8)), labels)  # nothing to find: near or below the majority rate
+    assert noise["accuracy"] < 0.75 and noise["accuracy_std"] > 0.0
 
 
 def test_evaluate_runs_on_tiny(corpus, tmp_path, one_torch_thread):

@@ -3,8 +3,9 @@
 - eval_events (keyword classes with >= ``min_class_clips`` clips): token-histogram vectors (L1
   normalised counts over the codebook), k-means with k = number of classes (10 restarts): cluster
   purity; silhouette (cosine) of the true classes in histogram space.
-- eval_gender: 5-fold stratified cross-validated accuracy of a logistic-regression probe on the
-  token histograms (and the majority-class rate for reference).
+- eval_gender: accuracy of a logistic-regression probe on the token histograms, 5-fold stratified
+  cross-validation repeated 10 times with different splits (mean and std over the 50 folds; the
+  repeats make the mean independent of one particular split), and the majority-class rate.
 - eval_wer: CER / WER of the transcription the SAP decoder generates (greedy) from the tokens.
 - all three sets: codebook usage (fraction of codes seen) and perplexity of the token distribution.
 - eval_wer: temporal resolution of the tokens on speech: code changes per second and the mean run of
@@ -59,15 +60,15 @@ def cluster_scores(h: np.ndarray, labels: list[str], seed: int = 0) -> dict:
             "majority": float(np.bincount(y).max() / len(y))}
 
 
-def probe_scores(h: np.ndarray, labels: list[str], seed: int = 0) -> dict:
+def probe_scores(h: np.ndarray, labels: list[str], seed: int = 0, repeats: int = 10) -> dict:
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
 
     y = np.array([1 if v == "Male" else 0 for v in labels])
     acc = cross_val_score(LogisticRegression(max_iter=5000, C=10.0), h, y,
-                          cv=StratifiedKFold(5, shuffle=True, random_state=seed))
+                          cv=RepeatedStratifiedKFold(n_splits=5, n_repeats=repeats, random_state=seed))
     return {"clips": len(y), "accuracy": float(acc.mean()), "accuracy_std": float(acc.std()),
-            "majority": float(max(y.mean(), 1 - y.mean()))}
+            "folds": int(acc.size), "majority": float(max(y.mean(), 1 - y.mean()))}
 
 
 def token_runs(tokens: list[list[int]], rate_hz: float) -> dict:
