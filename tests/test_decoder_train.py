@@ -346,6 +346,54 @@ def test_init_from_warm_starts_a_new_run(corpus, data, run, tmp_path, one_torch_
                    hift={**TINY_HIFT, "base_channels": TINY_HIFT["base_channels"] * 2}), progress=False)
 
 
+def test_init_token_map_carries_the_embedding_to_a_permuted_tokenizer(corpus, data, run, tmp_path,
+                                                                    one_torch_thread):
+    """A tokenizer whose codebook is the default's with rows permuted tokenizes every frame as the
+    permuted code: the co-occurrence map must hand each new code exactly the old row of its code."""
+    from safetensors.torch import load_file, save_file
+
+    from uniaudio_rt.decoder.train import build_models, remap_token_embedding, warm_start
+    from uniaudio_rt.tokenizer import DEFAULT_MODEL_DIR
+
+    perm_dir = tmp_path / "permuted"
+    shutil.copytree(DEFAULT_MODEL_DIR, perm_dir)
+    sd = load_file(str(perm_dir / "model.safetensors"))
+    perm = torch.randperm(sd["codebook.weight"].shape[0], generator=torch.Generator().manual_seed(0))
+    sd["codebook.weight"] = sd["codebook.weight"][perm].contiguous()     # new code j = old code perm[j]
+    save_file(sd, str(perm_dir / "model.safetensors"))
+
+    cfg = _cfg(corpus, tmp_path / "m", tokenizer=str(perm_dir), init_from=str(run / "decoder"),
+               init_token_map=DEFAULT_MODEL_DIR)
+    new_data = prepare_data(cfg, progress=False)
+    flow, hift = build_models(cfg, new_data.meta["vocab_size"], new_data.meta["frame_rate"], cfg.seed)
+    warm_start(flow, hift, cfg.init_from)
+    old_w = flow.input_embedding.weight.detach().clone()
+    info = remap_token_embedding(flow, new_data, cfg, progress=False)
+    seen = sorted({int(t) for i in range(len(new_data)) for t in new_data.clip_tokens(i)})
+    assert info["token_map_codes"] == len(seen) and info["token_map_top_share"] == 1.0
+    assert info["token_map_tokens"] == sum(new_data.n_tokens(i) for i in range(len(new_data)))
+    w = flow.input_embedding.weight.detach()
+    for j in seen:
+        torch.testing.assert_close(w[j], old_w[perm[j]], rtol=0, atol=1e-6)
+    unseen = [j for j in range(w.shape[0]) if j not in set(seen)]
+    torch.testing.assert_close(w[unseen], old_w[unseen], rtol=0, atol=0)
+
+    train(cfg, progress=False, max_steps=1)                 # the map runs at a fresh start, logged
+    start = json.loads(open(tmp_path / "m" / "train_log.jsonl").readline())
+    assert start["token_map_codes"] == len(seen) and start["token_map_top_share"] == 1.0
+
+    wrong = tmp_path / "stated"                              # a decoder that names its tokenizer
+    shutil.copytree(run / "decoder", wrong)
+    (wrong / "build_stats.json").write_text(json.dumps({"tokenizer_model_sha256": "0" * 64}))
+    flow2, _ = build_models(cfg, new_data.meta["vocab_size"], new_data.meta["frame_rate"], cfg.seed)
+    with pytest.raises(ValueError, match="is not the tokenizer"):
+        remap_token_embedding(flow2, new_data, _cfg(corpus, tmp_path / "n", tokenizer=str(perm_dir),
+                                                    init_from=str(wrong), init_token_map=DEFAULT_MODEL_DIR),
+                              progress=False)
+    with pytest.raises(ValueError, match="needs init_from"):
+        _cfg(corpus, tmp_path / "o", init_token_map=DEFAULT_MODEL_DIR).validate()
+
+
 def test_side_by_side_flow_and_vocoder_runs_combine_and_ship(corpus, data, run, tmp_path, one_torch_thread):
     """A flow-only and a vocoder-only run warm-started from one decoder: each leaves the other half as
     it was; decoder-combine takes flow from one, hift.pt from the other (byte copies); shipping checks

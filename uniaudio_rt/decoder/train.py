@@ -447,6 +447,55 @@ def warm_start(flow: FlowDecoder, hift: HiFTGenerator, model_dir: str) -> None:
     log.info("warm start from %s", model_dir)
 
 
+@torch.no_grad()
+def remap_token_embedding(flow: FlowDecoder, data: DecoderData, cfg: DecoderTrainConfig,
+                          progress: bool = True) -> dict:
+    """Carry a warm-started flow's token embedding over to this run's tokenizer.
+
+    The rows of ``flow.input_embedding`` were learned for the codes of ``cfg.init_token_map`` (the
+    tokenizer ``cfg.init_from`` was trained on); code v of the new tokenizer means something else.
+    Both tokenizers run at the same frame rate, so tokenizing the same clips with both pairs their
+    tokens frame by frame: new row v becomes the co-occurrence-weighted mean of the old rows of the
+    codes seen where the new tokenizer says v. Codes never seen keep their old row. Returns counts
+    for the run log."""
+    from tqdm import tqdm
+
+    from ..tokenizer import Tokenizer
+    from ..train.loop import load_clip_audio
+
+    old = Tokenizer.from_pretrained(cfg.init_token_map, batch_size=16)
+    v_new = flow.input_embedding.num_embeddings
+    if old.vocab_size != v_new or abs(old.frame_rate - data.meta["frame_rate"]) > 1e-9:
+        raise ValueError(f"init_token_map {cfg.init_token_map}: {old.vocab_size} codes at {old.frame_rate:g} Hz, "
+                         f"this run's tokenizer has {v_new} at {data.meta['frame_rate']:g} Hz")
+    stats_path = os.path.join(cfg.init_from, "build_stats.json")
+    if os.path.exists(stats_path):            # a shipped decoder names the tokenizer it was trained on
+        with open(stats_path) as f:
+            want = json.load(f).get("tokenizer_model_sha256")
+        with open(os.path.join(cfg.init_token_map, "model.safetensors"), "rb") as f:
+            have = hashlib.sha256(f.read()).hexdigest()
+        if want and want != have:
+            raise ValueError(f"init_token_map {cfg.init_token_map} is not the tokenizer {cfg.init_from} was "
+                             f"trained on (sha256 {have[:12]}, its build_stats say {want[:12]})")
+    rows = {r["id"]: r for r in select_clips(cfg)}
+    pick = np.unique(np.linspace(0, len(data) - 1, min(cfg.token_map_clips, len(data))).round().astype(np.int64))
+    load = load_clip_audio(cfg.corpus)
+    co = np.zeros((v_new, old.vocab_size))
+    for s in tqdm(range(0, len(pick), 64), desc="token map", disable=not progress):
+        idx = pick[s: s + 64]
+        old_tokens = old.encode_batch([load(rows[data.ids[i]]) for i in idx], 16000)
+        for i, t_old in zip(idx, old_tokens):
+            t_new = data.clip_tokens(int(i))
+            n = min(len(t_new), len(t_old))
+            np.add.at(co, (t_new[:n], np.asarray(t_old[:n], dtype=np.int64)), 1.0)
+    seen = co.sum(1) > 0
+    w = flow.input_embedding.weight
+    mapped = torch.from_numpy(co[seen] / co[seen].sum(1, keepdims=True)).to(w.dtype) @ w
+    w[torch.from_numpy(seen)] = mapped
+    return {"token_map_clips": int(pick.size), "token_map_tokens": int(co.sum()), "token_map_codes": int(seen.sum()),
+            "token_map_top_share": float(co.max(1)[seen].sum() / co.sum())}
+
+
 def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[int] = None) -> str:
     """Run (or resume) training; returns the output directory. ``max_steps`` stops early (tests)."""
     from tqdm import tqdm
@@ -491,10 +540,14 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
         log.info("resumed from %s at step %d", ckpt_path, step)
         log_resume(log_path, step)
     else:
+        token_map = {}
         if cfg.init_from:
             warm_start(flow, hift, cfg.init_from)
+            if cfg.init_token_map:
+                token_map = remap_token_embedding(flow, data, cfg, progress)
         with open(log_path, "w") as f:
-            f.write(json.dumps({"event": "start", "clips": len(data), "init_from": cfg.init_from, "hours": round(data.meta["hours"], 3),
+            f.write(json.dumps({"event": "start", "clips": len(data), "init_from": cfg.init_from, **token_map,
+                                "hours": round(data.meta["hours"], 3),
                                 "skipped_short": data.meta["skipped_short"], "data": data.path,
                                 "flow_batches_per_epoch": plan.per_epoch, **model_stats(flow, hift)}) + "\n")
 

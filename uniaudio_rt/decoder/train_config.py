@@ -83,6 +83,10 @@ class DecoderTrainConfig:
     tokenizer: Optional[str] = None         # tokenizer directory; None = the package's default
     init_from: Optional[str] = None         # warm start: a decoder directory (config.yaml, flow.pt, hift.pt)
                                             # whose weights a new run starts from (same model sizes)
+    init_token_map: Optional[str] = None    # with init_from: the tokenizer init_from's flow was trained on;
+                                            # its token embedding is carried over to this run's tokenizer
+                                            # by co-occurrence of the two tokenizations of the train clips
+    token_map_clips: int = 1500             # train clips (evenly spaced) tokenized for that map
     cache: Optional[str] = None             # prepared-data directory; None = <corpus>/.decoder_data
     kinds: list[str] = field(default_factory=lambda: ["speech", "voice"])  # add "event", "music" to include them
     min_tokens: int = 12                    # clips with fewer tokens (0.48 s) are left out
@@ -169,6 +173,10 @@ class DecoderTrainConfig:
             raise ValueError("gan needs non-empty gan_periods and gan_channels and gan_start_step >= 0")
         if not (self.train_flow or self.train_hift):
             raise ValueError("train_flow and train_hift are both false: nothing to train")
+        if self.init_token_map and not self.init_from:
+            raise ValueError("init_token_map needs init_from (the decoder whose token embedding it maps)")
+        if self.token_map_clips < 1:
+            raise ValueError(f"token_map_clips must be >= 1, got {self.token_map_clips}")
         for r in self.stft_resolutions:
             if len(r) != 3 or not all(isinstance(v, int) and v > 0 for v in r) or r[2] > r[0]:
                 raise ValueError(f"stft_resolutions entries are [n_fft, hop, win] with win <= n_fft, got {r}")
