@@ -118,6 +118,8 @@ def test_evaluate_runs_on_tiny(corpus, tmp_path, one_torch_thread):
                  "--json", str(out / "m3.json")]) == 0
     m3 = json.load(open(out / "m3.json"))["asr"]
     assert m3["no_repeat_ngram"] == 3 and m3["clips"] == 4 and m3["cer"] >= 0.0
+    with pytest.raises(SystemExit, match="threads"):
+        main(["evaluate", "--run", str(out), "--corpus", corpus, "--threads", "0"])
     with pytest.raises(SystemExit, match="no-repeat-ngram"):
         main(["evaluate", "--run", str(out), "--corpus", corpus, "--no-repeat-ngram", "-1"])
 
