@@ -76,6 +76,19 @@ def test_changed_config_refuses_resume(corpus, tmp_path, one_torch_thread):
         train(_cfg(corpus, out, lr_decoder=1e-3), progress=False)
 
 
+def test_lr_sae_sets_the_sae_modules_learning_rate(corpus, tmp_path, one_torch_thread):
+    out = tmp_path / "frozen_sae"
+    train(_cfg(corpus, out, lr_sae=0.0, steps=3), progress=False, max_steps=1)
+    e1, _ = _state(out)
+    train(_cfg(corpus, out, lr_sae=0.0, steps=3), progress=False)
+    e3, _ = _state(out)
+    sae = [k for k in e1 if k.startswith("residual_")]
+    assert sae and all(torch.equal(e1[k], e3[k]) for k in sae)        # lr 0: not moved
+    assert any(not torch.equal(e1[k], e3[k]) for k in e1 if k.startswith("layers."))
+    with pytest.raises(ValueError, match="lr_sae"):
+        _cfg(corpus, out, lr_sae=-1.0).validate()
+
+
 def test_token_runs_counts_changes_and_run_lengths():
     from uniaudio_rt.train.evaluate import token_runs
 

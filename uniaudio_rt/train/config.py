@@ -34,6 +34,7 @@ class TrainConfig:
                                            # ids of the training targets): frequent BPE merges come first
     lr_decoder: float = 3e-4               # decoder layers and the new SAE modules
     lr_encoder: float = 3e-5               # trainable encoder layers (lower, as the public recipe)
+    lr_sae: Optional[float] = None         # the SAE adapter, gate and output norm; None = lr_decoder
     warmup_steps: int = 40
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -55,6 +56,8 @@ class TrainConfig:
         for name in ("vocab_size", "steps", "max_frames", "max_target_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr_sae is not None and not self.lr_sae >= 0:
+            raise ValueError(f"lr_sae must be >= 0 or null, got {self.lr_sae}")
         bad = {k: v for k, v in self.source_repeats.items() if not isinstance(v, int) or v < 0}
         if bad:
             raise ValueError(f"source_repeats values must be integers >= 0, got {bad}")

@@ -178,12 +178,13 @@ def _param_groups(model: SAPModel, cfg: TrainConfig) -> list[dict[str, Any]]:
             p.requires_grad_(False)
             continue
         (new_params if name.startswith("residual_") else enc_params).append(p)
+    sae_lr = cfg.lr_decoder if cfg.lr_sae is None else cfg.lr_sae
     dec = model.decoder
     dec.embed_tokens.weight.requires_grad_(False)
     dec.embed_positions.weight.requires_grad_(False)
     dec_params = [p for p in dec.parameters() if p.requires_grad]
     return [{"params": enc_params, "lr": cfg.lr_encoder, "base_lr": cfg.lr_encoder, "name": "encoder"},
-            {"params": new_params, "lr": cfg.lr_decoder, "base_lr": cfg.lr_decoder, "name": "sae"},
+            {"params": new_params, "lr": sae_lr, "base_lr": sae_lr, "name": "sae"},
             {"params": dec_params, "lr": cfg.lr_decoder, "base_lr": cfg.lr_decoder, "name": "decoder"}]
 
 
