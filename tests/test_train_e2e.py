@@ -87,6 +87,8 @@ def test_lr_sae_sets_the_sae_modules_learning_rate(corpus, tmp_path, one_torch_t
     assert any(not torch.equal(e1[k], e3[k]) for k in e1 if k.startswith("layers."))
     with pytest.raises(ValueError, match="lr_sae"):
         _cfg(corpus, out, lr_sae=-1.0).validate()
+    # unset, it is not part of the resume key: checkpoints from before the field still resume
+    assert "lr_sae" not in _cfg(corpus, out).resume_key() and _cfg(corpus, out, lr_sae=0.0).resume_key()["lr_sae"] == 0.0
 
 
 def test_token_runs_counts_changes_and_run_lengths():

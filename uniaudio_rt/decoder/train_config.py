@@ -36,7 +36,10 @@ DEFAULT_HIFT: dict[str, Any] = {
 }
 
 # keys that may change between a run and its resumption
-VOLATILE = ("steps", "checkpoint_every", "log_every", "threads", "notes", "prep_batch")
+# may change between a run and its resume; the token map is used only at a fresh start (and its
+# fields came later: checkpoints written before them still resume)
+VOLATILE = ("steps", "checkpoint_every", "log_every", "threads", "notes", "prep_batch",
+            "init_token_map", "token_map_clips")
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:

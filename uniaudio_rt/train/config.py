@@ -14,6 +14,9 @@ from .targets import MODES
 VOLATILE = ("steps", "checkpoint_every", "log_every", "threads")
 
 
+ADDED_LATER = {"lr_sae"}   # None = the behaviour before the field existed
+
+
 @dataclass
 class TrainConfig:
     """One training run. Relative paths are relative to the working directory."""
@@ -81,8 +84,10 @@ class TrainConfig:
         return cfg
 
     def resume_key(self) -> dict[str, Any]:
-        """What must not change when a run resumes from its checkpoint."""
-        return {k: v for k, v in self.to_dict().items() if k not in VOLATILE}
+        """What must not change when a run resumes from its checkpoint. Fields added later are left
+        out at their "unset" value, so checkpoints written before they existed still resume."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in VOLATILE and not (k in ADDED_LATER and v is None)}
 
     @classmethod
     def load(cls, path: str, **overrides: Any) -> "TrainConfig":
