@@ -33,6 +33,8 @@ def table(runs: list[str], extra: dict[str, str] | None = None) -> str:
         log = [json.loads(x) for x in open(os.path.join(run, "train_log.jsonl"))]
         last = [r for r in log if "step" in r][-1]
         label = _VARIANT[(cfg["target"], cfg["sae"])]
+        if cfg.get("lr_sae") is not None:
+            label += f", SAE lr {cfg['lr_sae']:g}"
         lines.append(row(label, json.load(open(os.path.join(run, "metrics.json"))), last["step"], last["ce"]))
     m = json.load(open(os.path.join(runs[-1], "metrics.json"))) if runs else None
     if m:
