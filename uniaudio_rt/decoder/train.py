@@ -462,6 +462,7 @@ def remap_token_embedding(flow: FlowDecoder, data: DecoderData, cfg: DecoderTrai
 
     from ..tokenizer import Tokenizer
     from ..train.loop import load_clip_audio
+    from .ship import sha256_file
 
     old = Tokenizer.from_pretrained(cfg.init_token_map, batch_size=16)
     v_new = flow.input_embedding.num_embeddings
@@ -472,8 +473,7 @@ def remap_token_embedding(flow: FlowDecoder, data: DecoderData, cfg: DecoderTrai
     if os.path.exists(stats_path):            # a shipped decoder names the tokenizer it was trained on
         with open(stats_path) as f:
             want = json.load(f).get("tokenizer_model_sha256")
-        with open(os.path.join(cfg.init_token_map, "model.safetensors"), "rb") as f:
-            have = hashlib.sha256(f.read()).hexdigest()
+        have = sha256_file(os.path.join(cfg.init_token_map, "model.safetensors"))
         if want and want != have:
             raise ValueError(f"init_token_map {cfg.init_token_map} is not the tokenizer {cfg.init_from} was "
                              f"trained on (sha256 {have[:12]}, its build_stats say {want[:12]})")

@@ -35,9 +35,8 @@ DEFAULT_HIFT: dict[str, Any] = {
     "f0_predictor": {"in_channels": 80, "cond_channels": 96},
 }
 
-# keys that may change between a run and its resumption
-# may change between a run and its resume; the token map is used only at a fresh start (and its
-# fields came later: checkpoints written before them still resume)
+# keys that may change between a run and its resumption; the token map is used only at a fresh
+# start (and its fields came later: checkpoints written before them still resume)
 VOLATILE = ("steps", "checkpoint_every", "log_every", "threads", "notes", "prep_batch",
             "init_token_map", "token_map_clips")
 

@@ -6,11 +6,11 @@
 - eval_gender: accuracy of a logistic-regression probe on the token histograms, 5-fold stratified
   cross-validation repeated 10 times with different splits (mean and std over the 50 folds; the
   repeats make the mean independent of one particular split), and the majority-class rate.
-- eval_wer: CER / WER of the transcription the SAP decoder generates (greedy) from the tokens.
-- all three sets: codebook usage (fraction of codes seen) and perplexity of the token distribution.
-- eval_wer: temporal resolution of the tokens on speech: code changes per second and the mean run of
+- eval_wer: CER / WER of the transcription the SAP decoder generates (greedy) from the tokens, and
+  the tokens' temporal resolution on this speech: code changes per second and the mean run of
   identical tokens in ms (read speech has ~12-15 phones/s; a decoder cannot render finer units than
   the tokens change at).
+- all three sets: codebook usage (fraction of codes seen) and perplexity of the token distribution.
 """
 
 from __future__ import annotations
@@ -74,12 +74,14 @@ def probe_scores(h: np.ndarray, labels: list[str], seed: int = 0, repeats: int =
 def token_runs(tokens: list[list[int]], rate_hz: float) -> dict:
     """Code changes per second and mean run length (ms) of identical consecutive tokens, pooled
     over the clips (a clip of n tokens with r runs has r - 1 changes)."""
-    n = sum(len(t) for t in tokens)
-    runs = sum(1 + int(np.count_nonzero(np.diff(np.asarray(t)))) for t in tokens if len(t))
+    clips = [np.asarray(t) for t in tokens if len(t)]
+    n = sum(t.size for t in clips)
     if n == 0:
         return {"tokens": 0, "changes_per_s": None, "mean_run_ms": None}
-    return {"tokens": n, "changes_per_s": float((runs - sum(1 for t in tokens if len(t))) / (n / rate_hz)),
-            "mean_run_ms": float(1000.0 * n / rate_hz / runs)}
+    changes = sum(int(np.count_nonzero(np.diff(t))) for t in clips)
+    seconds = n / rate_hz
+    return {"tokens": n, "changes_per_s": float(changes / seconds),
+            "mean_run_ms": float(1000.0 * seconds / (changes + len(clips)))}
 
 
 def _audio(corpus: str, rows: list[dict]) -> list[np.ndarray]:
