@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from uniaudio_rt.models import WhisperVQConfig, WhisperVQEncoder, vector_quantize_ref
-from uniaudio_rt.models.encoder import attention_mask
+from uniaudio_rt.models.encoder import EncoderOutput, attention_mask
 
 transformers = pytest.importorskip("transformers")
 from transformers import WhisperConfig  # noqa: E402
@@ -216,6 +216,53 @@ def test_training_mode_ema_commit_restart_and_straight_through():
     m(mel)
     assert m.quantize_ema_count == 2
     assert bool((m.ema_count >= cfg.quantize_ema_decay ** 2).all())
+
+
+def test_normalized_commitment_does_not_reward_squeezing_the_vectors():
+    """Scaling the quantized vectors (and the codebook with them) by s scales the plain commitment
+    by s^2; divided by the vectors' spread it stays the same. Diagnostics report both."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 30, 64)
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    mask[1, 20:] = False
+    losses = {}
+    for normalize in (False, True):
+        for s in (1.0, 0.1):
+            cfg = WhisperVQConfig(**dict(TINY, encoder_layers=1, quantize_vocab_size=16, quantize_position=1,
+                                         quantize_ema_decay=0.9, quantize_commit_normalize=normalize))
+            torch.manual_seed(1)
+            m = WhisperVQEncoder(cfg).train()
+            with torch.no_grad():
+                m.codebook.weight.mul_(s)
+            out = EncoderOutput(hidden_states=x, frame_mask=mask)
+            y = (x * s).requires_grad_()
+            m._quantize(y, mask, out)
+            out.quantize_loss.backward()
+            assert y.grad.abs().sum() > 0
+            m_ = mask.reshape(-1)
+            flat = (x * s).reshape(-1, 64)[m_]
+            spread = ((flat - flat.mean(0)) ** 2).mean()
+            assert out.quantize_spread == pytest.approx(float(spread), rel=1e-5)
+            losses[normalize, s] = out.quantize_loss.item()
+            assert out.quantize_relative_commit == pytest.approx(losses[normalize, s] / 0.25 / (1.0 if normalize else float(spread)), rel=1e-4)
+    assert losses[False, 0.1] == pytest.approx(losses[False, 1.0] * 0.01, rel=1e-4)
+    assert losses[True, 0.1] == pytest.approx(losses[True, 1.0], rel=1e-4)
+
+
+def test_sae_diagnostics_in_training_mode():
+    cfg = WhisperVQConfig(**dict(TINY, quantize_vocab_size=16, quantize_position=3, quantize_ema_decay=0.9,
+                                 encoder_residual_source_position=1, encoder_residual_target_position=3,
+                                 use_residual_adapter=True, use_residual_gate=True))
+    torch.manual_seed(0)
+    m = WhisperVQEncoder(cfg).train()
+    out = m(torch.randn(1, 80, 40))
+    assert out.sae_residual_ratio == 0.0          # the adapter's last layer starts at zero
+    assert 0.0 < out.sae_gate_mean < 1.0
+    with torch.no_grad():
+        m.residual_adapter[2].bias.fill_(1.0)
+    out = m(torch.randn(1, 80, 40))
+    assert out.sae_residual_ratio > 0.0
+    assert m.eval()(torch.randn(1, 80, 40)).sae_gate_mean is None   # training only
 
 
 def test_training_mode_without_ema_has_codebook_loss():

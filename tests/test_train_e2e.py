@@ -53,6 +53,8 @@ def test_train_resume_export(corpus, tmp_path, one_torch_thread, variant):
     log = [json.loads(line) for line in open(straight / "train_log.jsonl")]
     assert log[0]["event"] == "start" and [r["step"] for r in log[1:]] == [1, 2, 3, 4]
     assert all(r["ce"] > 0 and r["active_codes_per_batch"] >= 1 for r in log[1:])
+    assert all(r["quantize_spread"] > 0 and 0 < r["quantize_relative_commit"] < 1 for r in log[1:])
+    assert all(("sae_gate_mean" in r and "sae_residual_ratio" in r) == variant["sae"] for r in log[1:])
     rlog = [json.loads(line) for line in open(resumed / "train_log.jsonl")]
     assert [(r.get("event"), r.get("from_step", r.get("step"))) for r in rlog[1:]] == [
         (None, 1), (None, 2), ("resume", 2), (None, 3), (None, 4)]
@@ -89,6 +91,19 @@ def test_lr_sae_sets_the_sae_modules_learning_rate(corpus, tmp_path, one_torch_t
         _cfg(corpus, out, lr_sae=-1.0).validate()
     # unset, it is not part of the resume key: checkpoints from before the field still resume
     assert "lr_sae" not in _cfg(corpus, out).resume_key() and _cfg(corpus, out, lr_sae=0.0).resume_key()["lr_sae"] == 0.0
+
+
+def test_commit_normalize_reaches_the_encoder_and_keeps_old_resume_keys(corpus, tmp_path, one_torch_thread):
+    assert "commit_normalize" not in _cfg(corpus, tmp_path).resume_key()
+    assert _cfg(corpus, tmp_path, commit_normalize=True).resume_key()["commit_normalize"] is True
+    out = tmp_path / "norm"
+    train(_cfg(corpus, out, commit_normalize=True, steps=2), progress=False)
+    from uniaudio_rt.tokenizer import Tokenizer
+
+    assert Tokenizer.from_pretrained(str(out / "tokenizer")).config.quantize_commit_normalize is True
+    log = [json.loads(line) for line in open(out / "train_log.jsonl")][1:]
+    # the logged loss is the commitment relative to the spread (x 0.25), not the plain one
+    assert all(r["quantize"] == pytest.approx(0.25 * r["quantize_relative_commit"], rel=1e-3) for r in log)
 
 
 def test_report_names_the_variant_and_its_sae_rate(tmp_path):

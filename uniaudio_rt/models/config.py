@@ -47,6 +47,9 @@ class WhisperVQConfig:
     quantize_position: int = 16
     quantize_commit_coefficient: float = 0.25
     quantize_loss_scale: float = 1.0
+    # ours (training only): divide the commitment loss by the spread of the quantized vectors (their
+    # mean squared distance from the batch mean), so shrinking the spread does not lower it
+    quantize_commit_normalize: bool = False
     quantize_ema_decay: Optional[float] = None
     quantize_restart_interval: Optional[int] = None
     quantize_encoder_only: bool = False

@@ -145,6 +145,12 @@ class EncoderOutput:
     pre_quant_states: Optional[Tensor] = None  # (B, T_q, D) the vectors that were quantized
     quantize_loss: Optional[Tensor] = None
     num_active_codes: Optional[int] = None
+    # training diagnostics (floats): the quantized vectors' spread (mean squared distance from the
+    # batch mean, per dimension), the commitment error relative to it, and what the SAE adds
+    quantize_spread: Optional[float] = None
+    quantize_relative_commit: Optional[float] = None
+    sae_gate_mean: Optional[float] = None
+    sae_residual_ratio: Optional[float] = None   # rms(g * Adapter(x_shallow)) / rms(x_deep)
 
 
 class WhisperVQEncoder(nn.Module):
@@ -250,6 +256,18 @@ class WhisperVQEncoder(nn.Module):
             a = self.residual_gate(torch.cat([x_deep, x_shallow], dim=-1)) * a
         return self.residual_output_norm(x_deep + a)
 
+    @torch.no_grad()
+    def _sae_diagnostics(self, x_deep: Tensor, x_shallow: Tensor, frame_mask: Tensor,
+                         out: EncoderOutput) -> None:
+        m = frame_mask.reshape(-1)
+        deep, shallow = x_deep.reshape(-1, x_deep.shape[-1])[m], x_shallow.reshape(-1, x_shallow.shape[-1])[m]
+        a = self.residual_adapter(shallow) if self.residual_adapter is not None else shallow
+        if self.residual_gate is not None:
+            g = self.residual_gate(torch.cat([deep, shallow], dim=-1))
+            out.sae_gate_mean = float(g.mean())
+            a = g * a
+        out.sae_residual_ratio = float(a.pow(2).mean().sqrt() / deep.pow(2).mean().sqrt().clamp_min(1e-12))
+
     def _attention_mask(self, frame_mask: Tensor, pooled: bool) -> Optional[Tensor]:
         cfg = self.config
         block = cfg.quantize_causal_block_size
@@ -330,6 +348,8 @@ class WhisperVQEncoder(nn.Module):
                         out.token_ids = fused_gate_vq(x, shallow, self, self.fast_codebook)
                         out.token_mask = frame_mask.clone()
                         break
+                    if self.training:
+                        self._sae_diagnostics(x, shallow, frame_mask, out)
                     x = self.sae(x, shallow)
             if self.codebook is not None and pos == cfg.quantize_position:
                 x = self._quantize(x, frame_mask, out)
@@ -385,6 +405,12 @@ class WhisperVQEncoder(nn.Module):
             return (err * m).sum() / m.sum().clamp_min(1.0)
 
         commit = masked_mse(x, codes.detach()) if cfg.use_commit_loss else x.new_zeros(())
+        mean = (x * m.reshape(x.shape[:-1])[..., None]).sum((0, 1)) / m.sum().clamp_min(1.0)
+        spread = masked_mse(x, mean.expand_as(x))
+        out.quantize_spread = float(spread.detach())
+        out.quantize_relative_commit = float(masked_mse(x.detach(), codes.detach()) / spread.detach().clamp_min(1e-12))
+        if cfg.quantize_commit_normalize:
+            commit = commit / spread.clamp_min(1e-12)
         if cfg.quantize_ema_decay is not None:
             decay = cfg.quantize_ema_decay
             flat = x.detach().float().reshape(-1, x.shape[-1])

@@ -14,7 +14,8 @@ from .targets import MODES
 VOLATILE = ("steps", "checkpoint_every", "log_every", "threads")
 
 
-ADDED_LATER = {"lr_sae"}   # None = the behaviour before the field existed
+# fields added after checkpoints existed -> their "unset" value (the behaviour before the field)
+ADDED_LATER = {"lr_sae": None, "commit_normalize": False}
 
 
 @dataclass
@@ -44,6 +45,8 @@ class TrainConfig:
     ema_decay: float = 0.99
     restart_interval: int = 25             # dead-code restart every N updates
     commit_coefficient: float = 0.25
+    commit_normalize: bool = False         # commitment / spread of the quantized vectors: the encoder
+                                           # (or the SAE) cannot lower it by squeezing them together
     kmeans_frames: int = 40000             # codebook init: k-means on this many pre-quantizer frames
     seed: int = 0
     source_repeats: dict[str, int] = field(default_factory=dict)  # {train source: times per epoch}
@@ -87,7 +90,7 @@ class TrainConfig:
         """What must not change when a run resumes from its checkpoint. Fields added later are left
         out at their "unset" value, so checkpoints written before they existed still resume."""
         return {k: v for k, v in self.to_dict().items()
-                if k not in VOLATILE and not (k in ADDED_LATER and v is None)}
+                if k not in VOLATILE and not (k in ADDED_LATER and v == ADDED_LATER[k])}
 
     @classmethod
     def load(cls, path: str, **overrides: Any) -> "TrainConfig":

@@ -23,7 +23,7 @@ import torch
 from .config import TrainConfig
 from .features import FeatureCache, build_cache
 from ..models.whisper_text import default_whisper_dir
-from .model import SAPModel, build_encoder
+from .model import DIAGNOSTICS, SAPModel, build_encoder
 from .targets import render_target
 
 log = logging.getLogger("uniaudio_rt.train")
@@ -237,7 +237,7 @@ def train(cfg: TrainConfig, progress: bool = True, max_steps: Optional[int] = No
     random.seed(cfg.seed)
     ct2_dir = cfg.whisper or default_whisper_dir()
     encoder = build_encoder(ct2_dir, cfg.vocab_size, cfg.sae, cfg.sae_source, cfg.ema_decay,
-                            cfg.restart_interval, cfg.commit_coefficient)
+                            cfg.restart_interval, cfg.commit_coefficient, cfg.commit_normalize)
     decoder, _ = load_ct2_whisper_decoder(ct2_dir)
     text_tok = WhisperTextTokenizer.from_dir(ct2_dir)
     prompt, eot = list(text_tok.transcribe_prompt), text_tok.eot
@@ -300,8 +300,9 @@ def train(cfg: TrainConfig, progress: bool = True, max_steps: Optional[int] = No
         gnorm = torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
         opt.step()
         step += 1
-        for k in ("ce", "quantize", "active_codes"):
-            acc[k] = acc.get(k, 0.0) + float(out[k])
+        for k in ("ce", "quantize", "active_codes", *DIAGNOSTICS):
+            if k in out:
+                acc[k] = acc.get(k, 0.0) + float(out[k])
         acc["n"] = acc.get("n", 0) + 1
         acc["audio_s"] = acc.get("audio_s", 0.0) + float(mask.sum()) / 50
         bar.update(1)
@@ -311,7 +312,8 @@ def train(cfg: TrainConfig, progress: bool = True, max_steps: Optional[int] = No
             rec = {"step": step, "ce": acc["ce"] / n, "quantize": acc["quantize"] / n,
                    "active_codes_per_batch": acc["active_codes"] / n, "lr_decoder": cfg.lr_decoder * f,
                    "grad_norm": float(gnorm), "audio_s": acc["audio_s"],
-                   "sec_per_step": (time.perf_counter() - t0) / n}
+                   "sec_per_step": (time.perf_counter() - t0) / n,
+                   **{k: acc[k] / n for k in DIAGNOSTICS if k in acc}}
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
             acc, t0 = {}, time.perf_counter()

@@ -20,7 +20,8 @@ from ..models.encoder import WhisperVQEncoder
 
 
 def build_encoder(ct2_dir: str, vocab_size: int, sae: bool, sae_source: int = 1, ema_decay: float = 0.99,
-                  restart_interval: int = 25, commit_coefficient: float = 0.25) -> WhisperVQEncoder:
+                  restart_interval: int = 25, commit_coefficient: float = 0.25,
+                  commit_normalize: bool = False) -> WhisperVQEncoder:
     """Whisper encoder (real weights) in the WhisperVQ layout: avg pooling 2 after the last layer
     (25 Hz), quantizer at the last layer, optionally the SAE branch from ``sae_source`` into it."""
     from ..convert.whisper_ct2 import ct2_whisper_dims, load_ct2_whisper_encoder
@@ -34,11 +35,16 @@ def build_encoder(ct2_dir: str, vocab_size: int, sae: bool, sae_source: int = 1,
     model, _ = load_ct2_whisper_encoder(
         ct2_dir, pooling_kernel_size=2, pooling_type="avg", pooling_position=n, quantize_vocab_size=vocab_size,
         quantize_position=n, quantize_ema_decay=ema_decay, quantize_restart_interval=restart_interval,
-        quantize_commit_coefficient=commit_coefficient, **residual)
+        quantize_commit_coefficient=commit_coefficient, quantize_commit_normalize=commit_normalize,
+        **residual)
     if model.residual_output_norm is not None:
         with torch.no_grad():  # the quantizer starts on Whisper's normalised features
             model.residual_output_norm.load_state_dict(model.layer_norm.state_dict())
     return model
+
+
+# EncoderOutput training diagnostics a step reports (logged as batch means)
+DIAGNOSTICS = ("quantize_spread", "quantize_relative_commit", "sae_gate_mean", "sae_residual_ratio")
 
 
 class SAPModel(nn.Module):
@@ -73,8 +79,13 @@ class SAPModel(nn.Module):
         m = target_mask.flatten().float()
         ce = (ce * m).sum() / m.sum().clamp_min(1.0)
         q = enc.quantize_loss if enc.quantize_loss is not None else ce.new_zeros(())
-        return {"loss": ce + q, "ce": ce.detach(), "quantize": q.detach(),
-                "active_codes": torch.tensor(enc.num_active_codes or 0)}
+        out = {"loss": ce + q, "ce": ce.detach(), "quantize": q.detach(),
+               "active_codes": torch.tensor(enc.num_active_codes or 0)}
+        for k in DIAGNOSTICS:
+            v = getattr(enc, k)
+            if v is not None:
+                out[k] = torch.tensor(v)
+        return out
 
     @torch.no_grad()
     def generate(self, memory: Tensor, memory_mask: Tensor, prompt: list[int], eot: int,
