@@ -35,6 +35,8 @@ def table(runs: list[str], extra: dict[str, str] | None = None) -> str:
         label = _VARIANT[(cfg["target"], cfg["sae"])]
         if cfg.get("lr_sae") is not None:
             label += f", SAE lr {cfg['lr_sae']:g}"
+        if cfg.get("commit_normalize"):
+            label += ", normalized commitment"
         lines.append(row(label, json.load(open(os.path.join(run, "metrics.json"))), last["step"], last["ce"]))
     m = json.load(open(os.path.join(runs[-1], "metrics.json"))) if runs else None
     if m:

@@ -61,18 +61,23 @@ def _write_card(out: str, s: dict) -> None:
     c, m = s["train_config"], s["metrics"]
     cfg_name = {"sap": "SAP JSON", "transcript": "transcript only"}[c["target"]]
     asr = m.get("asr", {})
+    sae_lr = c["lr_decoder"] if c.get("lr_sae") is None else c["lr_sae"]
+    commit = f"commitment loss x{c['commit_coefficient']}" + (
+        " divided by the spread of the quantized vectors" if c.get("commit_normalize") else "")
+    runs = m.get("speech_runs")
+    resolution = f"; {runs['changes_per_s']:.1f} code changes per second on speech" if runs else ""
     card = f"""# uniaudio-rt default tokenizer (UniAudio-Token tiny, SAP + SAE trained)
 
 **What it is.** Whisper tiny.en's encoder (real weights: `{s['whisper_weights']}`, CTranslate2 format,
 converted with `uniaudio_rt.convert`; Whisper weights are MIT-licensed by OpenAI) in the public
 WhisperVQ / UniAudio-Token layout: 80 mels, d=384, 4 layers, 6 heads, average pooling 2 after layer 4
 (25 tokens/s), {'an SAE branch (content-aware gate + adapter) from layer ' + str(c['sae_source']) + ' into the quantizer, ' if c['sae'] else ''}one codebook of
-{c['vocab_size']} codes (EMA, dead-code restart, k-means init).
+{c['vocab_size']} codes (EMA, dead-code restart, k-means init, {commit}).
 
 **Training.** {s['steps']} steps ({s['train_audio_hours']} h of audio seen, {s['train_wall_s'] / 60:.0f} min on
 2 CPU cores) on the train split of the registry corpus (`uniaudio-rt data build`, docs/DATA.md) with
 {cfg_name} supervision: a Whisper tiny.en decoder cross-attends the quantized stream and generates the
-target; encoder lr {c['lr_encoder']}, decoder/SAE lr {c['lr_decoder']}; conv front end and layer 1 frozen.
+target; encoder lr {c['lr_encoder']}, decoder lr {c['lr_decoder']}{f", SAE lr {sae_lr}" if c['sae'] else ""}; conv front end and layer 1 frozen.
 Final decoder cross-entropy {s['final_ce']:.3f}. Reproduce: `uniaudio-rt train --config
 configs/train/{s['run']}.yaml`, then `uniaudio-rt train-ship` (docs/RESULTS.md).
 
@@ -81,7 +86,7 @@ purity {m['events'].get('purity', float('nan')):.3f} / silhouette {m['events'].g
 ({m['events'].get('classes')} classes, {m['events'].get('clips')} clips); gender probe accuracy
 {m['gender'].get('accuracy', float('nan')):.3f} ({m['gender'].get('clips')} clips); SAP-decoder CER
 {asr.get('cer', float('nan')):.3f} on {asr.get('clips')} held-out English prompts; {m['usage']['codes_used']} of {c['vocab_size']} codes
-used, perplexity {m['usage']['perplexity']:.1f}. Full table: docs/RESULTS.md.
+used, perplexity {m['usage']['perplexity']:.1f}{resolution}. Full table: docs/RESULTS.md.
 
 Stored in float16; tokens of the evaluation clips agree with the float32 model on
 {s['fp16_vs_fp32_token_agreement'] * 100:.2f}% of {s['eval_tokens']} frames.
