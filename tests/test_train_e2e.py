@@ -181,4 +181,6 @@ def test_evaluate_runs_on_tiny(corpus, tmp_path, one_torch_thread):
     assert sorted(os.listdir(shipped)) == ["README.md", "build_stats.json", "config.json", "model.safetensors"]
     assert stats["steps"] == 2 and stats["fp16_vs_fp32_token_agreement"] > 0.9
     assert Tokenizer.from_pretrained(str(shipped)).vocab_size == 16
-    assert "SAP + SAE trained" in (shipped / "README.md").read_text()
+    card = (shipped / "README.md").read_text()
+    assert "SAP + SAE trained" in card and "commitment loss x0.25)" in card   # plain commitment
+    assert "code changes per second on speech" in card
