@@ -251,22 +251,27 @@ class WhisperVQEncoder(nn.Module):
 
     def sae(self, x_deep: Tensor, x_shallow: Tensor) -> Tensor:
         """Semantic-Acoustic Equilibrium: LayerNorm(x_deep + g * Adapter(x_shallow))."""
-        a = self.residual_adapter(x_shallow) if self.residual_adapter is not None else x_shallow
-        if self.residual_gate is not None:
-            a = self.residual_gate(torch.cat([x_deep, x_shallow], dim=-1)) * a
-        return self.residual_output_norm(x_deep + a)
+        return self.residual_output_norm(x_deep + self._sae_residual(x_deep, x_shallow)[0])
 
+    def _sae_residual(self, x_deep: Tensor, x_shallow: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+        """What the SAE adds to the deep stream, g * Adapter(x_shallow), and the gate g (None without one)."""
+        a = self.residual_adapter(x_shallow) if self.residual_adapter is not None else x_shallow
+        g = self.residual_gate(torch.cat([x_deep, x_shallow], dim=-1)) if self.residual_gate is not None else None
+        return (a if g is None else g * a), g
+
+    @staticmethod
     @torch.no_grad()
-    def _sae_diagnostics(self, x_deep: Tensor, x_shallow: Tensor, frame_mask: Tensor,
+    def _sae_diagnostics(x_deep: Tensor, residual: Tensor, gate: Optional[Tensor], frame_mask: Tensor,
                          out: EncoderOutput) -> None:
         m = frame_mask.reshape(-1)
-        deep, shallow = x_deep.reshape(-1, x_deep.shape[-1])[m], x_shallow.reshape(-1, x_shallow.shape[-1])[m]
-        a = self.residual_adapter(shallow) if self.residual_adapter is not None else shallow
-        if self.residual_gate is not None:
-            g = self.residual_gate(torch.cat([deep, shallow], dim=-1))
-            out.sae_gate_mean = float(g.mean())
-            a = g * a
-        out.sae_residual_ratio = float(a.pow(2).mean().sqrt() / deep.pow(2).mean().sqrt().clamp_min(1e-12))
+
+        def real(t: Tensor) -> Tensor:
+            return t.reshape(-1, t.shape[-1])[m]
+
+        if gate is not None:
+            out.sae_gate_mean = float(real(gate).mean())
+        out.sae_residual_ratio = float(real(residual).pow(2).mean().sqrt() /
+                                       real(x_deep).pow(2).mean().sqrt().clamp_min(1e-12))
 
     def _attention_mask(self, frame_mask: Tensor, pooled: bool) -> Optional[Tensor]:
         cfg = self.config
@@ -348,9 +353,10 @@ class WhisperVQEncoder(nn.Module):
                         out.token_ids = fused_gate_vq(x, shallow, self, self.fast_codebook)
                         out.token_mask = frame_mask.clone()
                         break
+                    residual, gate = self._sae_residual(x, shallow)
                     if self.training:
-                        self._sae_diagnostics(x, shallow, frame_mask, out)
-                    x = self.sae(x, shallow)
+                        self._sae_diagnostics(x, residual, gate, frame_mask, out)
+                    x = self.residual_output_norm(x + residual)
             if self.codebook is not None and pos == cfg.quantize_position:
                 x = self._quantize(x, frame_mask, out)
                 if stop_at_quantizer:
