@@ -394,6 +394,28 @@ def test_init_token_map_carries_the_embedding_to_a_permuted_tokenizer(corpus, da
         _cfg(corpus, tmp_path / "o", init_token_map=DEFAULT_MODEL_DIR).validate()
 
 
+def test_card_names_a_flow_only_warm_start_and_its_token_map(tmp_path):
+    from uniaudio_rt.decoder.ship import FILES, _write_card
+
+    for n in FILES:
+        (tmp_path / n).write_bytes(b"0" * 1024)
+    stats = {"metrics": {"clips": 3, "wer_original": 0.05, "wer_reconstructed": 1.1, "cer_reconstructed": 0.8,
+                         "mcd_db_mean": 4.0},
+             "flow_params": 1e6, "hift_params": 1e5, "tokenizer_run": "c", "tokenizer_model_sha256": "a" * 64,
+             "steps": 10, "train_wall_s": 60.0, "train_clips": 5, "train_hours": 0.1, "init_from": "runs/old",
+             "train_config": {"train_hift": False},
+             "token_map": {"from": "runs/old_tok", "codes": 7, "clips": 4, "top_share": 0.5}}
+    _write_card(str(tmp_path), stats)
+    card = (tmp_path / "README.md").read_text()
+    assert "the flow only (HiFT as in the warm start)" in card and "Warm-started from `runs/old`" in card
+    assert "tokenizer `runs/old_tok`" in card and "4 clips, 7 codes seen" in card
+    del stats["token_map"]
+    stats["train_config"] = {}
+    _write_card(str(tmp_path), stats)
+    card = (tmp_path / "README.md").read_text()
+    assert "init_token_map" not in card and "flow only" not in card
+
+
 def test_side_by_side_flow_and_vocoder_runs_combine_and_ship(corpus, data, run, tmp_path, one_torch_thread):
     """A flow-only and a vocoder-only run warm-started from one decoder: each leaves the other half as
     it was; decoder-combine takes flow from one, hift.pt from the other (byte copies); shipping checks

@@ -126,6 +126,9 @@ def ship_decoder(run: str, out: str, metrics_json: Optional[str] = None, vocoder
              "flow_params": info["flow_params"], "hift_params": info["hift_params"],
              "final": {k: steps[-1][k] for k in ("flow_loss", "mu_mse", "mel_l1", "stft", "f0_l1_hz") if k in steps[-1]},
              "train_config": train_cfg, "metrics": metrics}
+    if "token_map_codes" in log[0]:   # the warm start's token embedding was carried to new codes
+        stats["token_map"] = {"from": train_cfg.get("init_token_map"), "codes": log[0]["token_map_codes"],
+                              "clips": log[0].get("token_map_clips"), "top_share": log[0].get("token_map_top_share")}
     if voc_dec:
         v_cfg, v_log, v_steps, v_wall = _run_record(vocoder_run)
         stats["vocoder"] = {"run": os.path.basename(os.path.normpath(vocoder_run)),
@@ -162,6 +165,12 @@ def _write_card(out: str, s: dict) -> None:
             warm = f" Both warm-started from `{s['init_from']}`."
     else:
         training = f"{s['steps']} steps ({s['train_wall_s'] / 60:.0f} min on 2 CPU cores)"
+        if s.get("init_from") and not s["train_config"].get("train_hift", True):
+            training += ", the flow only (HiFT as in the warm start)"
+    tm = s.get("token_map")
+    if tm:
+        warm += (f" Its token embedding was carried over from the codes of the tokenizer `{tm['from']}` "
+                 f"(`init_token_map`: co-occurrence on {tm['clips']} clips, {tm['codes']} codes seen).")
     wer, wer_o = m["wer_reconstructed"], m["wer_original"]
     vocoder_ok = "wer_vocoder" in m and m["wer_vocoder"] <= 2 * wer_o + 0.05
     if wer >= 0.9:
