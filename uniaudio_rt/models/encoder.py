@@ -410,11 +410,12 @@ class WhisperVQEncoder(nn.Module):
             err = ((a - b) ** 2).mean(-1).reshape(-1)
             return (err * m).sum() / m.sum().clamp_min(1.0)
 
-        commit = masked_mse(x, codes.detach()) if cfg.use_commit_loss else x.new_zeros(())
+        err = masked_mse(x, codes.detach())
         mean = (x * m.reshape(x.shape[:-1])[..., None]).sum((0, 1)) / m.sum().clamp_min(1.0)
         spread = masked_mse(x, mean.expand_as(x))
         out.quantize_spread = float(spread.detach())
-        out.quantize_relative_commit = float(masked_mse(x.detach(), codes.detach()) / spread.detach().clamp_min(1e-12))
+        out.quantize_relative_commit = float(err.detach() / spread.detach().clamp_min(1e-12))
+        commit = err if cfg.use_commit_loss else x.new_zeros(())
         if cfg.quantize_commit_normalize:
             commit = commit / spread.clamp_min(1e-12)
         if cfg.quantize_ema_decay is not None:
