@@ -28,11 +28,24 @@ def test_vq_argmin_triton(t, d, k, dtype):
     assert near_tie_only(x.float(), cb, got, ref) == 0
 
 
+def one_hot_codes(dims, scale=2.0):
+    """Codes scale * e_j: every dot product with them is one exact product plus exact zeros, so the
+    distances to duplicated codes are bit-identical whatever order a BLAS sums in (the interpreter's
+    numpy matmul rounds by a column's position in its tile, which made tie tests CPU-dependent)."""
+    return scale * torch.eye(dims[1])[dims[0]]
+
+
 def test_vq_argmin_triton_ties():
-    base = torch.randn(20, 32, generator=torch.Generator().manual_seed(1))
-    cb = torch.cat([base, base])          # duplicates straddle the 32-code blocks
-    x = base[[3, 19, 0, 7]]
-    assert vq_argmin_triton(x, cb).tolist() == [3, 19, 0, 7]
+    d = 32
+    g = torch.Generator().manual_seed(1)
+    picks = torch.tensor([3, 19, 0, 7, 12, 25])
+    x = 0.1 * torch.randn(len(picks), d, generator=g)
+    x[torch.arange(len(picks)), picks] += 3.0   # row r is nearest to e_{picks[r]}
+    first = one_hot_codes((torch.arange(20), d))
+    cb = torch.cat([first, first, one_hot_codes((torch.arange(20, d), d))])  # duplicates straddle the 32-code blocks
+    want = [int(j) if j < 20 else 40 + int(j) - 20 for j in picks]
+    assert ops.vq_argmin_ref(x, cb).tolist() == want
+    assert vq_argmin_triton(x, cb).tolist() == want
 
 
 @pytest.mark.parametrize("with_gate", [True, False])
@@ -95,10 +108,12 @@ def test_fused_gate_ln_vq_triton_ties():
 
     d = 48
     ln = ops.LayerNormParams(torch.ones(d), torch.zeros(d), 1e-5)
-    deep = torch.randn(40, d, generator=torch.Generator().manual_seed(2))
+    deep = 0.1 * torch.randn(d, d, generator=torch.Generator().manual_seed(2))
+    deep += 3.0 * torch.eye(d)               # row i's LayerNorm output peaks at dim i
     zeros = torch.zeros_like(deep)
-    y = ops.gate_ln_ref(deep, None, zeros, ln)
-    cb = torch.cat([y[:20], y[:20], y[20:]])  # rows 0..19 appear at codes i and 20 + i
+    first = one_hot_codes((torch.arange(20), d))
+    cb = torch.cat([first, first, one_hot_codes((torch.arange(20, d), d))])  # dims 0..19 at codes i and 20 + i
+    want = list(range(20)) + list(range(40, 40 + d - 20))
+    assert ops.gate_ln_vq_ref(deep, None, zeros, ln, cb).tolist() == want
     tok, _ = gate_ln_vq_triton(deep, None, zeros, ln.weight, ln.bias, ln.eps, cb)
-    assert tok[:20].tolist() == list(range(20))
-    assert tok[20:].tolist() == list(range(40, 60))
+    assert tok.tolist() == want
