@@ -558,6 +558,22 @@ def test_evaluate_decoder_two_clips(run, corpus, tmp_path, capsys):
     # copy synthesis (the vocoder on the original mel) is measured too: per clip and overall
     assert 0 <= res["wer_vocoder"] and res["mcd_db_vocoder_mean"] > 0
     assert all({"asr_vocoder", "wer_vocoder", "mcd_db_vocoder"} <= set(c) for c in res["per_clip"])
+    # the prior's error against the original mel, recomputed here for the first clip
+    from uniaudio_rt.decoder.detokenizer import Detokenizer
+    from uniaudio_rt.decoder.evaluate import eval_rows
+    from uniaudio_rt.tokenizer import Tokenizer
+    from uniaudio_rt.train.loop import load_clip_audio
+
+    det = Detokenizer.from_pretrained(str(run / "decoder"))
+    a = load_clip_audio(corpus)(eval_rows(corpus, 1)[0])
+    t = Tokenizer.from_pretrained().encode(a, 16000)
+    ref = dmel.mel_spectrogram(torch.from_numpy(dmel.fit_to_tokens(dmel.resample(a, 16000), len(t), det.flow.cfg)))
+    with torch.inference_mode():
+        mu = det.flow.mu(torch.tensor([t]), ref.shape[-1])[0]
+    c0 = res["per_clip"][0]
+    assert c0["prior_mse"] == pytest.approx(float((mu - ref).pow(2).mean()), rel=1e-5)
+    assert c0["prior_mse_clip_mean"] == pytest.approx(float(ref.var(-1, unbiased=False).mean()), rel=1e-5)
+    assert res["prior_mse_mean"] == pytest.approx(np.mean([c["prior_mse"] for c in res["per_clip"]]))
     assert json.loads(capsys.readouterr().out)["clips"] == 2
     # ship it: files copied, the tokenizer it was trained on fingerprinted, a card written
     ship_dir = tmp_path / "shipped"

@@ -9,6 +9,8 @@ a fixed seed per clip), then
   normalised text (lower case, punctuation removed: ``train.targets.normalize_text``);
 * the same WER and MCD for copy synthesis: the vocoder alone on the original's mel (no tokens, no
   flow), which tells how much of the reconstruction error is the vocoder's and how much the flow's;
+* the prior's error: MSE of the flow's ``mu`` against the original's mel, beside that of the clip's
+  average spectrum (:func:`prior_errors`);
 * mel-cepstral distortion between the original (resampled to 22.05 kHz, fitted to the tokens'
   frames as in training) and the reconstruction: 13 cepstra c1..c13 from the DCT-II of the
   decoder's 80-bin natural-log mel (c0, the level, left out; scaled as the conventional cepstrum,
@@ -116,6 +118,19 @@ def transcribe(asr, audio16: np.ndarray, beam_size: int = 5) -> str:
     return " ".join(s.text.strip() for s in segments).strip()
 
 
+def prior_errors(flow, tokens, ref_mel: torch.Tensor) -> dict[str, float]:
+    """How much of a clip's mel the flow's prior explains from the tokens alone: the mean squared
+    error per log-mel value of ``mu`` (its encoder's mel estimate, what the sampler starts from the
+    conditioning of) against the original's mel (80, F), and that of the clip's own average spectrum
+    (each bin's mean over the clip: a content-free estimate that knows the clip's level and voice).
+    A prior that renders phones explains much more than the average spectrum."""
+    ref = ref_mel.float()
+    with torch.inference_mode():
+        mu = flow.mu(torch.as_tensor(tokens, dtype=torch.long)[None], ref.shape[-1])[0].float()
+    return {"prior_mse": float((mu - ref).pow(2).mean()),
+            "prior_mse_clip_mean": float((ref - ref.mean(-1, keepdim=True)).pow(2).mean())}
+
+
 # ----------------------------------------------------------------------------- evaluation
 def eval_rows(corpus: str, limit: Optional[int] = None, min_words: int = 5) -> list[dict]:
     """eval_wer speech clips with a transcript of at least ``min_words`` words, in manifest order."""
@@ -163,9 +178,10 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
         gen = det(torch.tensor(t, dtype=torch.long), generator=g)[0].numpy()
         t_dec += time.perf_counter() - t1
         ref22 = dmel.fit_to_tokens(dmel.resample(a, 16000), len(t), det.flow.cfg)
+        ref_mel = dmel.mel_spectrogram(torch.from_numpy(ref22))
         with torch.inference_mode():
-            voc = det.hift.inference(dmel.mel_spectrogram(torch.from_numpy(ref22))[None],
-                                     generator=torch.Generator().manual_seed(seed + k))[0][0].numpy()
+            voc = det.hift.inference(ref_mel[None], generator=torch.Generator().manual_seed(seed + k))[0][0].numpy()
+        prior = prior_errors(det.flow, t, ref_mel)
         t1 = time.perf_counter()
         hyp_o = transcribe(asr, a, beam_size)
         hyp_r = transcribe(asr, dmel.resample(gen, det.sample_rate, 16000), beam_size)
@@ -176,7 +192,7 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
                          "wer_original": error_rate([r["transcript"]], [hyp_o], "word"),
                          "wer_reconstructed": error_rate([r["transcript"]], [hyp_r], "word"),
                          "wer_vocoder": error_rate([r["transcript"]], [hyp_v], "word"),
-                         "mcd_db": waveform_mcd(ref22, gen), "mcd_db_vocoder": waveform_mcd(ref22, voc)})
+                         "mcd_db": waveform_mcd(ref22, gen), "mcd_db_vocoder": waveform_mcd(ref22, voc), **prior})
     refs = [c["reference"] for c in per_clip]
     hyp_o = [c["asr_original"] for c in per_clip]
     hyp_r = [c["asr_reconstructed"] for c in per_clip]
@@ -189,6 +205,8 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
            "mcd_db_mean": float(np.mean(mcd)), "mcd_db_median": float(np.median(mcd)),
            "wer_vocoder": error_rate(refs, hyp_v, "word"), "cer_vocoder": error_rate(refs, hyp_v, "char"),
            "mcd_db_vocoder_mean": float(np.mean([c["mcd_db_vocoder"] for c in per_clip])),
+           "prior_mse_mean": float(np.mean([c["prior_mse"] for c in per_clip])),
+           "prior_mse_clip_mean_mean": float(np.mean([c["prior_mse_clip_mean"] for c in per_clip])),
            "decoder": os.path.abspath(decoder), "files_sha256": file_digests(decoder), "tokenizer": tokenizer or "default", "corpus": os.path.abspath(corpus),
            "asr": f"faster-whisper, Whisper tiny.en ({whisper_dir(whisper)}), {compute_type}, beam {beam_size}",
            "seed": seed, "seconds": {"tokenize": round(t_tok, 2), "decode": round(t_dec, 2), "asr": round(t_asr, 2)},
