@@ -20,7 +20,7 @@ from uniaudio_rt.cli import main
 from uniaudio_rt.data.build import BuildError, build, check_split_packages
 from uniaudio_rt.data.manifest import MANIFEST_COLUMNS, check_row, read_manifest, read_sap_split
 from uniaudio_rt.data.sap import validate_sap
-from uniaudio_rt.data.sources import SOURCES, SPLITS, get_sources
+from uniaudio_rt.data.sources import SOURCES, SPLITS, TRAIN_SPLITS, get_sources
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +76,8 @@ def test_no_clip_or_package_in_two_splits(tiny):
     out, _ = tiny
     rows = read_manifest(out)
     assert len({r["md5"] for r in rows}) == len(rows) and len({r["id"] for r in rows}) == len(rows)
-    train = {r["package"] for r in rows if r["split"] == "train"}
-    evals = {r["package"] for r in rows if r["split"] != "train"}
+    train = {r["package"] for r in rows if r["split"] in TRAIN_SPLITS}
+    evals = {r["package"] for r in rows if r["split"] not in TRAIN_SPLITS}
     assert train and evals and not train & evals
     check_split_packages(list(SOURCES))  # the whole table, labels packages included
     wer = next(s for s in SOURCES if s.split == "eval_wer")
@@ -148,6 +148,53 @@ def test_source_table():
     assert tiny and all(s.tiny_clips > 0 for s in tiny) and {s.split for s in tiny} >= {"train", "eval_wer"}
     with pytest.raises(ValueError, match="subset must be 'tiny' or 'full', got 'all'"):
         get_sources("all")
+
+
+def _queen_file(path, entries, count=None, magic=b"QTBL"):
+    """A queen.1c in the ScummVM compressed layout: header, 21-byte table entries, then the data."""
+    import struct
+    count = len(entries) if count is None else count
+    head = magic + b"CEM10\0" + b"\0\0\1" + struct.pack(">H", count)
+    offset = len(head) + 21 * len(entries)
+    table, data = b"", b""
+    for name, payload in entries:
+        table += name.encode().ljust(12, b"\0") + b"\1" + struct.pack(">II", offset + len(data), len(payload))
+        data += payload
+    path.write_bytes(head + table + data)
+    return head, table
+
+
+def test_queen_table_reader(tmp_path):
+    """The resource table of queen.1c: names, offsets and sizes read back; the *.SB entries become
+    untranscribed English speech items whose bytes are exactly the entry; bad files raise."""
+    from uniaudio_rt.data.sources import _queen_speech, queen_entries
+
+    root = tmp_path / "root"
+    game = root / "usr/share/scummvm/flight-of-the-amazon-queen"
+    game.mkdir(parents=True)
+    f = game / "queen.1c"
+    entries = [("JOE01121.SB", b"first-mp3"), ("ROOM1.PCX", b"picture"), ("020001P2.SB", b"second-mp3!")]
+    head, table = _queen_file(f, entries)
+    got = queen_entries(str(f))
+    assert [n for n, _, _ in got] == [n for n, _ in entries] and [s for _, _, s in got] == [9, 7, 11]
+    blob = f.read_bytes()
+    assert [blob[o:o + s] for _, o, s in got] == [p for _, p in entries]
+    items = list(_queen_speech({"flight-of-the-amazon-queen": str(root)}))
+    assert [it.key for it in items] == ["queen.1c/020001P2.SB", "queen.1c/JOE01121.SB"]   # sorted, .SB only
+    assert [it.read() for it in items] == [b"second-mp3!", b"first-mp3"]
+    assert all(it.kind == "speech" and it.language == "en" and it.transcript is None and it.ext == ".mp3"
+               for it in items)
+    src = next(s for s in SOURCES if s.name == "queen-en")
+    assert src.split == "train_decoder" and src.tiny_clips == 0    # never in the tokenizer's train split
+    _queen_file(f, entries, magic=b"RIFF")
+    with pytest.raises(ValueError, match="no QTBL table"):
+        queen_entries(str(f))
+    _queen_file(f, entries, count=5)                                # table claims more entries than it has
+    with pytest.raises(ValueError, match="outside the data|cut short"):
+        queen_entries(str(f))
+    f.write_bytes(head + table)                                     # data cut off
+    with pytest.raises(ValueError, match="outside the data"):
+        queen_entries(str(f))
 
 
 def test_missing_package_is_skipped_with_reason(tmp_path):

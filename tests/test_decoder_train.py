@@ -150,6 +150,28 @@ def test_tokens_to_frames_contract(data):
     assert 150 < np.median(f0[f0 > 0]) < 260 and 0.2 < (f0 > 0).mean() < 0.9  # one female speaker
 
 
+def test_splits_choose_the_training_clips(corpus, tmp_path):
+    """train_decoder clips (decoder-only audio) are read only when the config names that split; the
+    default split list stays out of the resume key, so runs from before the field still resume."""
+    from uniaudio_rt.data.manifest import read_manifest, write_manifest
+    from uniaudio_rt.decoder.train import select_clips
+
+    rows = read_manifest(corpus)
+    rows[1]["split"] = "train_decoder"
+    os.makedirs(tmp_path / "c")
+    write_manifest(rows, str(tmp_path / "c"))
+    c = str(tmp_path / "c")
+    assert [r["id"] for r in select_clips(_cfg(c, tmp_path / "o"))] == ["agent-newlocation", "activated"]
+    both = _cfg(c, tmp_path / "o", splits=["train", "train_decoder"])
+    assert [r["id"] for r in select_clips(both)] == ["agent-newlocation", "agent-loginok", "activated"]
+    assert [r["id"] for r in select_clips(_cfg(c, tmp_path / "o", splits=["train_decoder"]))] == ["agent-loginok"]
+    assert "splits" not in _cfg(c, tmp_path / "o").resume_key()
+    assert both.resume_key()["splits"] == ["train", "train_decoder"]
+    for bad in (["eval_wer"], []):
+        with pytest.raises(ValueError, match="splits must be a non-empty subset"):
+            _cfg(c, tmp_path / "o", splits=bad).validate()
+
+
 def test_interrupted_preparation_resumes(corpus, data, tmp_path, monkeypatch):
     import uniaudio_rt.decoder.train as T
 

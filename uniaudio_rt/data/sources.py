@@ -15,7 +15,10 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
-SPLITS = ("train", "eval_events", "eval_wer", "eval_gender")
+SPLITS = ("train", "eval_events", "eval_wer", "eval_gender", "train_decoder")
+# train_decoder: audio for the token-to-audio decoder only (no transcript, so no SAP target); the
+# tokenizer trainer reads "train" alone, the decoder trainer reads the splits its config names
+TRAIN_SPLITS = ("train", "train_decoder")
 AUDIO_EXT = (".wav", ".ogg", ".oga", ".flac", ".mp3", ".g722", ".raw")
 
 
@@ -284,6 +287,55 @@ def _tuxpaint_sfx(path: str) -> bool:
             and not re.search(r"_[a-z]{2,3}(_[A-Za-z]{2,4})?$", stem))
 
 
+def _range_reader(path: str, offset: int, size: int) -> Callable[[], bytes]:
+    def read() -> bytes:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(size)
+        if len(data) != size:
+            raise OSError(f"{path}: entry at {offset} needs {size} bytes, file ends after {len(data)}")
+        return data
+    return read
+
+
+def queen_entries(path: str) -> list[tuple[str, int, int]]:
+    """The resource table of a compressed Flight of the Amazon Queen data file (``queen.1c``, the
+    ScummVM layout): b"QTBL", a 6-byte version string, 3 bytes (flags, compression), a big-endian
+    uint16 entry count, then per entry a 12-byte NUL-padded name, a bundle byte, big-endian uint32
+    offset and size. Returns (name, offset, size); ValueError on anything else."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(15)
+        if len(head) < 15 or head[:4] != b"QTBL":
+            raise ValueError(f"{path}: not a compressed queen data file (no QTBL table)")
+        (count,) = struct.unpack(">H", head[13:15])
+        table = f.read(21 * count)
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+    if len(table) != 21 * count:
+        raise ValueError(f"{path}: resource table of {count} entries is cut short")
+    out = []
+    for i in range(count):
+        e = table[21 * i: 21 * (i + 1)]
+        name = e[:12].rstrip(b"\0").decode("ascii", errors="replace")
+        offset, size = struct.unpack(">II", e[13:21])
+        if offset < 15 + 21 * count or offset + size > end:
+            raise ValueError(f"{path}: entry {name!r} ({offset}+{size}) lies outside the data ({end} bytes)")
+        out.append((name, offset, size))
+    return out
+
+
+def _queen_speech(roots: dict[str, str]) -> Iterator[Item]:
+    """Flight of the Amazon Queen (CD version): the *.SB entries of queen.1c are its recorded English
+    dialogue, MP3 at 11,025 Hz. The text of each line lives in the game's scripts, not mapped here, so
+    the clips carry no transcript (split train_decoder)."""
+    path = os.path.join(roots["flight-of-the-amazon-queen"], "usr/share/scummvm/flight-of-the-amazon-queen/queen.1c")
+    for name, offset, size in sorted(queen_entries(path)):
+        if name.upper().endswith(".SB"):
+            yield Item(f"queen.1c/{name}", ".mp3", _range_reader(path, offset, size), "speech", language="en")
+
+
 def _zeroad_gender(roots: dict[str, str]) -> Iterator[Item]:
     """0 A.D. civilian voices (audio/voice/CIV/civ/civ_{female,male}_*.ogg) and human death cries
     (audio/actor/human/death/{female,male}_*.ogg) inside public.zip; the file name states the sex."""
@@ -354,6 +406,9 @@ SOURCES: tuple[Source, ...] = (
                        keep=lambda p: "/music/" not in p)),
     Source("widelands-music", "widelands-data", "train", "music",
            _dir_events("widelands-data", "usr/share/games/widelands/data/music", kind="music"), max_clips=300),
+    # ---- decoder training only (no transcripts) ----
+    Source("queen-en", "flight-of-the-amazon-queen", "train_decoder", "speech", _queen_speech, max_clips=10_000,
+           note="Flight of the Amazon Queen CD dialogue, English, many speakers, MP3 11,025 Hz; no transcripts"),
 )
 
 # Packages that exist but are not used, and why (docs/DATA.md repeats this).

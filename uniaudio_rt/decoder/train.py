@@ -127,9 +127,9 @@ def _file_digest(path: str) -> str:
 def select_clips(cfg: DecoderTrainConfig) -> list[dict]:
     from ..data.manifest import read_manifest
 
-    rows = [r for r in read_manifest(cfg.corpus) if r["split"] == "train" and r["kind"] in cfg.kinds]
+    rows = [r for r in read_manifest(cfg.corpus) if r["split"] in cfg.splits and r["kind"] in cfg.kinds]
     if not rows:
-        raise ValueError(f"{cfg.corpus} has no train clips of kinds {cfg.kinds}")
+        raise ValueError(f"{cfg.corpus} has no clips of kinds {cfg.kinds} in splits {cfg.splits}")
     return rows
 
 
@@ -162,7 +162,7 @@ def prepare_data(cfg: DecoderTrainConfig, progress: bool = True) -> DecoderData:
     h = hashlib.sha256()
     h.update(json.dumps({"version": DATA_VERSION, "kinds": sorted(cfg.kinds), "min_tokens": cfg.min_tokens,
                          "mel": [dmel.SAMPLE_RATE, dmel.N_FFT, dmel.HOP_LENGTH, dmel.N_MELS, dmel.FMAX],
-                         "tokenizer": _file_digest(tok_dir)}).encode())
+                         "tokenizer": _file_digest(tok_dir)}).encode())  # the clip ids below fix the splits
     for r in rows:
         h.update(f"{r['id']}:{r.get('md5', '')}".encode())
     path = os.path.join(cfg.cache or os.path.join(cfg.corpus, ".decoder_data"), h.hexdigest()[:16])
@@ -206,7 +206,7 @@ def prepare_data(cfg: DecoderTrainConfig, progress: bool = True) -> DecoderData:
     bar.close()
     return _finalize(path, shard_paths, {"tokenizer": os.path.abspath(tok_dir), "vocab_size": tok.vocab_size,
                                          "frame_rate": tok.frame_rate, "clips_listed": len(rows),
-                                         "kinds": sorted(cfg.kinds)})
+                                         "kinds": sorted(cfg.kinds), "splits": sorted(cfg.splits)})
 
 
 def _finalize(path: str, shard_paths: list[str], meta: dict) -> DecoderData:

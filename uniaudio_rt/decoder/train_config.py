@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
+from ..data.sources import TRAIN_SPLITS
 from .config import FlowConfig, HiFTConfig
 
 # Default sizes (docs/DECODER.md, "Training"): 6.0 M flow + 0.9 M HiFT parameters, 13.8 MB in float16.
@@ -91,6 +92,7 @@ class DecoderTrainConfig:
     token_map_clips: int = 1500             # train clips (evenly spaced) tokenized for that map
     cache: Optional[str] = None             # prepared-data directory; None = <corpus>/.decoder_data
     kinds: list[str] = field(default_factory=lambda: ["speech", "voice"])  # add "event", "music" to include them
+    splits: list[str] = field(default_factory=lambda: ["train"])  # add "train_decoder": untranscribed decoder-only audio
     min_tokens: int = 12                    # clips with fewer tokens (0.48 s) are left out
     flow: dict[str, Any] = field(default_factory=dict)   # overrides of DEFAULT_FLOW
     hift: dict[str, Any] = field(default_factory=dict)   # overrides of DEFAULT_HIFT
@@ -171,6 +173,9 @@ class DecoderTrainConfig:
         bad = sorted(set(self.kinds) - {"speech", "voice", "event", "music"})
         if bad or not self.kinds:
             raise ValueError(f"kinds must be a non-empty subset of speech, voice, event, music; got {self.kinds}")
+        bad = sorted(set(self.splits) - set(TRAIN_SPLITS))
+        if bad or not self.splits:
+            raise ValueError(f"splits must be a non-empty subset of {list(TRAIN_SPLITS)}; got {self.splits}")
         if self.gan and (not self.gan_periods or not self.gan_channels or self.gan_start_step < 0):
             raise ValueError("gan needs non-empty gan_periods and gan_channels and gan_start_step >= 0")
         if not (self.train_flow or self.train_hift):
@@ -190,7 +195,10 @@ class DecoderTrainConfig:
 
     def resume_key(self) -> dict[str, Any]:
         """What must not change when a run resumes."""
-        return {k: v for k, v in self.to_dict().items() if k not in VOLATILE}
+        key = {k: v for k, v in self.to_dict().items() if k not in VOLATILE}
+        if key["splits"] == ["train"]:  # the default, and what runs before the field had: they still resume
+            del key["splits"]
+        return key
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DecoderTrainConfig":
