@@ -197,6 +197,57 @@ def test_queen_table_reader(tmp_path):
         queen_entries(str(f))
 
 
+def _drascula_dat(lines_per_table: dict, n_lang: int = 2) -> bytes:
+    """A drascula.dat in ScummVM's layout: empty fixed tables, then each text table with the given
+    lines (the same lines in every language, prefixed by the language number)."""
+    import struct
+
+    from uniaudio_rt.data.sources import _DRASCULA_FIXED, _DRASCULA_TEXTS
+
+    out = b"DRASCULA" + bytes([6]) + struct.pack(">H", 1) + b"abcd"      # one 4-byte charmap record
+    out += b"".join(struct.pack(">H", 0) for _ in _DRASCULA_FIXED[1:]) + struct.pack(">H", n_lang)
+    for name in _DRASCULA_TEXTS:
+        lines = lines_per_table.get(name, [""])
+        out += struct.pack(">H", len(lines))
+        for lang in range(n_lang):
+            block = b"\0\0"                                 # 2 unused bytes, then per line its length field
+            for line in lines:
+                raw = (f"{lang}:{line}" if line else "").encode("latin-1") + b"\0"
+                raw += b"\0" * (-len(raw) % 4)                 # 4-byte alignment, as in the shipped file
+                block += struct.pack(">H", len(raw) + 2) + raw
+            out += struct.pack(">H", len(block)) + block
+    return out
+
+
+def test_drascula_text_reader(tmp_path):
+    """drascula.dat's text tables read back per language; sound files map to their speaker's table
+    and line; effects, unknown prefixes, numbers past the table and empty lines give None; damaged
+    files raise."""
+    from uniaudio_rt.data.sources import drascula_line, drascula_texts
+
+    f = tmp_path / "drascula.dat"
+    blob = _drascula_dat({"text": ["", "HELLO THERE", "I AM HERE"], "textd": ["", "", "HEY IGOR"],
+                          "textvb": ["WHO IS CALLING?"]})
+    f.write_bytes(blob)
+    en, es = drascula_texts(str(f)), drascula_texts(str(f), 1)
+    assert en["text"] == ["", "0:HELLO THERE", "0:I AM HERE"] and es["textd"][2] == "1:HEY IGOR"
+    assert en["textsys"] == [""] and len(en) == 15
+    assert drascula_line(en, "2.ALS") == "0:I AM HERE" and drascula_line(en, "d2.als") == "0:HEY IGOR"
+    assert drascula_line(en, "VB0.ALS") == "0:WHO IS CALLING?"
+    assert [drascula_line(en, n) for n in ("0.ALS", "S2.ALS", "X1.ALS", "7.ALS", "D1.ALS", "AN12.ALG")] == [None] * 6
+    with pytest.raises(ValueError, match="2 languages"):
+        drascula_texts(str(f), 2)
+    f.write_bytes(b"RIFF" + blob[4:])
+    with pytest.raises(ValueError, match="no DRASCULA magic"):
+        drascula_texts(str(f))
+    f.write_bytes(blob[:-3])
+    with pytest.raises(ValueError, match="cut short"):
+        drascula_texts(str(f))
+    f.write_bytes(blob + b"xx")
+    with pytest.raises(ValueError, match="bytes left"):
+        drascula_texts(str(f))
+
+
 def test_missing_package_is_skipped_with_reason(tmp_path):
     from uniaudio_rt.data.build import build_source
     from uniaudio_rt.data.sources import Source

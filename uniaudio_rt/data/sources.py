@@ -336,6 +336,83 @@ def _queen_speech(roots: dict[str, str]) -> Iterator[Item]:
             yield Item(f"queen.1c/{name}", ".mp3", _range_reader(path, offset, size), "speech", language="en")
 
 
+# Drascula (ScummVM's drascula.dat): the fixed tables before the texts, each a big-endian uint16
+# count of records of this many bytes, then the 15 text tables in this order.
+_DRASCULA_FIXED = (4, 4, 4, 2, 4, 2, 4, 2, 2, 20, 20, 10, 8)
+_DRASCULA_TEXTS = ("text", "textd", "textb", "textbj", "texte", "texti", "textl", "textp", "textt",
+                   "textvb", "textsys", "texthis", "textverbs", "textmisc", "textd1")
+# sound-file prefix -> the text table the game's talk functions read its line from
+DRASCULA_SPEAKERS = {"": "text", "D": "textd", "B": "textb", "BJ": "textbj", "E": "texte", "I": "texti",
+                     "L": "textl", "P": "textp", "T": "textt", "VB": "textvb"}
+
+
+def drascula_texts(path: str, language: int = 0) -> dict[str, list[str]]:
+    """The text tables of ScummVM's ``drascula.dat``: b"DRASCULA", a version byte, the fixed tables
+    (``_DRASCULA_FIXED``), a uint16 language count, then per text table a uint16 line count and per
+    language a uint16 block length and the block: NUL-terminated strings, the first at byte 4, each
+    next one 2 + the big-endian uint16 stored just before the previous string's start past it.
+    Returns {table: lines} for ``language`` (0 = English in the shipped file), Latin-1 decoded;
+    ValueError on a file that does not parse to its end."""
+    import struct
+
+    with open(path, "rb") as f:
+        d = f.read()
+    if d[:8] != b"DRASCULA":
+        raise ValueError(f"{path}: not a drascula.dat (no DRASCULA magic)")
+    pos = 9
+
+    def u16() -> int:
+        nonlocal pos
+        if pos + 2 > len(d):
+            raise ValueError(f"{path}: cut short at byte {pos}")
+        (v,) = struct.unpack_from(">H", d, pos)
+        pos += 2
+        return v
+
+    for rec in _DRASCULA_FIXED:
+        n = u16()                                   # read first: ``pos += u16() * rec`` loses the 2 bytes
+        pos += n * rec
+    n_lang = u16()
+    if not 0 <= language < n_lang:
+        raise ValueError(f"{path}: has {n_lang} languages, asked for {language}")
+    out = {}
+    for name in _DRASCULA_TEXTS:
+        count = u16()
+        for lang in range(n_lang):
+            size = u16()
+            block = d[pos:pos + size]
+            pos += size
+            if len(block) != size:
+                raise ValueError(f"{path}: table {name} cut short")
+            if lang != language:
+                continue
+            lines, q = [], 4
+            for i in range(count):
+                if i and q <= size:
+                    q += struct.unpack_from(">H", block, q - 2)[0]
+                end = block.find(b"\0", q) if q <= size else -1
+                if end < 0:
+                    raise ValueError(f"{path}: table {name} line {i} lies outside its block")
+                lines.append(block[q:end].decode("latin-1"))
+            out[name] = lines
+    if pos != len(d):
+        raise ValueError(f"{path}: {len(d) - pos} bytes left after the text tables")
+    return out
+
+
+def drascula_line(texts: dict[str, list[str]], filename: str) -> Optional[str]:
+    """The line a Drascula speech file says (``D12.ALS`` -> Drascula's line 12, ``12.ALS`` -> the
+    hero's), stripped; None for effects (``S*.ALS``), unknown prefixes, numbers past the table and
+    empty lines."""
+    m = re.fullmatch(r"([A-Z]*)(\d+)\.ALS", filename.upper())
+    if not m or m.group(1) not in DRASCULA_SPEAKERS:
+        return None
+    lines = texts.get(DRASCULA_SPEAKERS[m.group(1)], [])
+    n = int(m.group(2))
+    line = lines[n].strip() if n < len(lines) else ""
+    return line or None
+
+
 def _zeroad_gender(roots: dict[str, str]) -> Iterator[Item]:
     """0 A.D. civilian voices (audio/voice/CIV/civ/civ_{female,male}_*.ogg) and human death cries
     (audio/actor/human/death/{female,male}_*.ogg) inside public.zip; the file name states the sex."""
