@@ -20,7 +20,7 @@ import torch
 
 def main() -> None:
     from uniaudio_rt.decoder import mel as dmel
-    from uniaudio_rt.decoder.evaluate import eval_rows
+    from uniaudio_rt.decoder.evaluate import eval_rows, prior_residual
     from uniaudio_rt.decoder.loader import load_flow
     from uniaudio_rt.tokenizer import Tokenizer
     from uniaudio_rt.train.loop import load_clip_audio
@@ -42,10 +42,8 @@ def main() -> None:
         sq, signed, frames = np.zeros(80), np.zeros(80), 0
         for a, t in zip(audios, tokens):
             ref22 = dmel.fit_to_tokens(dmel.resample(a, 16000), len(t), flow.cfg)
-            ref = dmel.mel_spectrogram(torch.from_numpy(ref22)).float()
-            with torch.inference_mode():
-                mu = flow.mu(torch.as_tensor(t, dtype=torch.long)[None], ref.shape[-1])[0].float()
-            e = (mu - ref).numpy()
+            ref = dmel.mel_spectrogram(torch.from_numpy(ref22))
+            e = prior_residual(flow, t, ref).numpy()
             sq += (e ** 2).sum(1)
             signed += e.sum(1)
             frames += e.shape[1]

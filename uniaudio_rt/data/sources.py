@@ -388,9 +388,9 @@ def drascula_texts(path: str, language: int = 0) -> dict[str, list[str]]:
                 continue
             lines, q = [], 4
             for i in range(count):
-                if i and q <= size:
+                if i:                                   # q < size here: the last find succeeded
                     q += struct.unpack_from(">H", block, q - 2)[0]
-                end = block.find(b"\0", q) if q <= size else -1
+                end = block.find(b"\0", q)
                 if end < 0:
                     raise ValueError(f"{path}: table {name} line {i} lies outside its block")
                 lines.append(block[q:end].decode("latin-1"))

@@ -118,6 +118,15 @@ def transcribe(asr, audio16: np.ndarray, beam_size: int = 5) -> str:
     return " ".join(s.text.strip() for s in segments).strip()
 
 
+def prior_residual(flow, tokens, ref_mel: torch.Tensor) -> torch.Tensor:
+    """``mu - ref_mel`` (80, F): the flow's prior (its encoder's mel estimate from ``tokens``) minus
+    the original's mel, per bin and frame."""
+    ref = ref_mel.float()
+    with torch.inference_mode():
+        mu = flow.mu(torch.as_tensor(tokens, dtype=torch.long)[None], ref.shape[-1])[0].float()
+    return mu - ref
+
+
 def prior_errors(flow, tokens, ref_mel: torch.Tensor) -> dict[str, float]:
     """How much of a clip's mel the flow's prior explains from the tokens alone: the mean squared
     error per log-mel value of ``mu`` (its encoder's mel estimate, what the sampler starts from the
@@ -125,9 +134,7 @@ def prior_errors(flow, tokens, ref_mel: torch.Tensor) -> dict[str, float]:
     (each bin's mean over the clip: a content-free estimate that knows the clip's level and voice).
     A prior that renders phones explains much more than the average spectrum."""
     ref = ref_mel.float()
-    with torch.inference_mode():
-        mu = flow.mu(torch.as_tensor(tokens, dtype=torch.long)[None], ref.shape[-1])[0].float()
-    return {"prior_mse": float((mu - ref).pow(2).mean()),
+    return {"prior_mse": float(prior_residual(flow, tokens, ref).pow(2).mean()),
             "prior_mse_clip_mean": float((ref - ref.mean(-1, keepdim=True)).pow(2).mean())}
 
 
