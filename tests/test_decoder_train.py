@@ -19,7 +19,7 @@ pytest.importorskip("yaml")
 from uniaudio_rt.decoder import mel as dmel  # noqa: E402
 from uniaudio_rt.decoder.config import FlowConfig  # noqa: E402
 from uniaudio_rt.decoder.evaluate import dtw_path, mel_cepstral_distortion, waveform_mcd  # noqa: E402
-from uniaudio_rt.decoder.train import (flow_batch, flow_matching_loss, hift_batch,  # noqa: E402
+from uniaudio_rt.decoder.train import (band_limits, flow_batch, flow_matching_loss, hift_batch,  # noqa: E402
                                        hift_forward_train, hift_losses, prepare_data, train)
 from uniaudio_rt.decoder.train_config import DecoderTrainConfig  # noqa: E402
 
@@ -299,6 +299,92 @@ def test_mu_prior_loss(data, one_torch_thread):
 
 
 # ----------------------------------------------------------------------------- loop, resume, export
+class _Mels:
+    """The part of DecoderData that band_limits reads."""
+
+    def __init__(self, mels):
+        self.mels = mels
+
+    def __len__(self):
+        return len(self.mels)
+
+    def clip_mel(self, i):
+        return self.mels[i]
+
+
+def test_band_limits_find_the_edge_of_band_limited_audio(data):
+    """The test prompts are 8 kHz recordings: their band ends near 4 kHz (bin 62, plus the filters'
+    overlap); the same clip through 5,512 Hz ends lower; with white noise at -50 dBFS added it reaches
+    the top bin; a silent clip keeps min_bins."""
+    wav = data.clip_wav(0)                                   # 22.05 kHz
+    low = dmel.resample(dmel.resample(wav, 22050, 5512), 5512, 22050)[: wav.size]
+    noisy = wav + np.random.default_rng(0).normal(0, 0.003, wav.size)
+    mels = [data.clip_mel(0)] + [dmel.mel_spectrogram(torch.from_numpy(x.astype(np.float32))).numpy()
+                                 for x in (low, noisy)] + [np.full((80, 50), dmel.SILENCE, np.float32)]
+    tel, lower, full, silent = band_limits(_Mels(mels), -8.0)
+    assert 60 <= tel <= 68 and 52 <= lower <= 60 and full == 80 and silent == 40, (tel, lower, full, silent)
+    assert band_limits(_Mels(mels[3:]), -8.0, min_bins=10)[0] == 10
+    assert band_limits(_Mels(mels[:1]), -3.0)[0] < tel     # a higher threshold: an earlier edge
+    assert list(band_limits(data, -8.0)) == [band_limits(_Mels([data.clip_mel(i)]), -8.0)[0] for i in range(len(data))]
+
+
+def test_band_mask_leaves_bins_above_the_edge_out_of_both_losses(data):
+    from uniaudio_rt.decoder.train import build_models
+
+    flow, _ = build_models(_cfg("unused", "unused"), 1024, 25.0, 0)
+    tokens, mel = flow_batch(data, [0, 1, 2], 30, flow.cfg, np.random.default_rng(0))
+    g = (lambda: torch.Generator().manual_seed(7))
+    plain = flow_matching_loss(flow, tokens, mel, g(), mu_weight=1.0)
+    full = flow_matching_loss(flow, tokens, mel, g(), mu_weight=1.0, bins=torch.tensor([80, 80, 80]))
+    for k in ("loss", "fm", "mu"):
+        torch.testing.assert_close(full[k], plain[k])
+    # gradients reaching the estimator's output and mu: zero above each clip's edge, not below it
+    est, mu_fn, seen = flow.decoder.estimator, flow.mu, {}
+    orig_est = est.forward
+
+    def est_spy(*a):
+        seen["v"] = orig_est(*a)
+        seen["v"].retain_grad()
+        return seen["v"]
+
+    def mu_spy(*a):
+        seen["mu"] = mu_fn(*a)
+        seen["mu"].retain_grad()
+        return seen["mu"]
+
+    est.forward, flow.mu = est_spy, mu_spy
+    bins = torch.tensor([50, 80, 67])
+    grads = []
+    for w in (0.0, 1.0):
+        out = flow_matching_loss(flow, tokens, mel, g(), cfg_dropout=0.0, prompt_prob=0.0, mu_weight=w, bins=bins)
+        out["loss"].backward()
+        grads.append((seen["v"].grad, seen["mu"].grad))
+    # v: the flow target; mu: its prior term (mu also feeds the estimator, so compare to mu_weight = 0)
+    for name, grad in (("v", grads[1][0]), ("mu prior", grads[1][1] - grads[0][1])):
+        for i, b in enumerate(bins.tolist()):
+            assert not grad[i, b:].any(), (name, i)
+            assert grad[i, :b].abs().sum(0).gt(0).all(), (name, i)   # every frame below the edge counts
+    masked = ((seen["mu"] - mel).pow(2) * (torch.arange(80)[None, :, None] < bins[:, None, None])).sum()
+    torch.testing.assert_close(out["mu"], (masked / ((50 + 80 + 67) * mel.shape[2])).detach())
+    for bad in ("x", True, -20.0, 9.0):
+        with pytest.raises(ValueError, match="band_threshold"):
+            DecoderTrainConfig.from_dict({"band_threshold": bad})
+    assert DecoderTrainConfig.from_dict({"band_threshold": "-8e0"}).band_threshold == -8.0
+
+
+def test_band_threshold_in_a_run(corpus, data, tmp_path, one_torch_thread):
+    """band_threshold reaches training: the start record counts the band-limited clips (all three
+    training prompts are 8 kHz recordings), the run finishes, and leaving it unset keeps the resume
+    key of runs from before the option."""
+    out = tmp_path / "band"
+    train(_cfg(corpus, out, band_threshold=-8.0, steps=2, train_hift=False), progress=False)
+    start = json.loads(open(out / "train_log.jsonl").readline())
+    assert start["band_limited_clips"] == 3 and 60 <= start["band_bins_median"] <= 68, start
+    assert os.path.exists(out / "decoder" / "flow.pt")
+    assert "band_threshold" not in _cfg(corpus, out).resume_key()
+    assert _cfg(corpus, out, band_threshold=-8.0).resume_key()["band_threshold"] == -8.0
+
+
 def test_resume_equals_uninterrupted(corpus, run, tmp_path, one_torch_thread):
     resumed = tmp_path / "resumed"
     train(_cfg(corpus, resumed), progress=False, max_steps=1)

@@ -261,6 +261,21 @@ def open_data(path: str) -> DecoderData:
 
 
 # ----------------------------------------------------------------------------- flow matching
+def band_limits(data: DecoderData, threshold: float, min_bins: int = 40, progress: bool = False) -> np.ndarray:
+    """Per clip, how many of the low mel bins carry its signal: one more than the highest bin whose
+    95th percentile over the clip's frames reaches ``threshold`` (log-mel), at least ``min_bins``
+    (a quiet clip keeps its low band). A clip recorded at 11,025 Hz ends near bin 67 (5.5 kHz);
+    full-band 16 kHz speech reaches bin 80 (int64, len(data))."""
+    from tqdm import tqdm
+
+    out = np.empty(len(data), dtype=np.int64)
+    for i in tqdm(range(len(data)), desc="band limits", unit="clip", disable=not progress):
+        p95 = np.percentile(data.clip_mel(i), 95, axis=1)
+        reach = np.flatnonzero(p95 >= threshold)
+        out[i] = max(min_bins, int(reach[-1]) + 1 if reach.size else 0)
+    return out
+
+
 def flow_batch(data: DecoderData, idx: list[int], segment_tokens: int, flow_cfg: FlowConfig,
                rng: np.random.Generator) -> tuple[Tensor, Tensor]:
     """Tokens (B, K) and target mel (B, 80, mel_frames(K)): every clip cut to a random window of the
@@ -280,7 +295,8 @@ def flow_batch(data: DecoderData, idx: list[int], segment_tokens: int, flow_cfg:
 
 def flow_matching_loss(flow: FlowDecoder, tokens: Tensor, mel: Tensor, generator: Optional[torch.Generator] = None,
                        sigma_min: float = 1e-6, cfg_dropout: float = 0.2, prompt_prob: float = 0.5,
-                       prompt_max_fraction: float = 0.7, loss: str = "l2", mu_weight: float = 0.0) -> dict[str, Tensor]:
+                       prompt_max_fraction: float = 0.7, loss: str = "l2", mu_weight: float = 0.0,
+                       bins: Optional[Tensor] = None) -> dict[str, Tensor]:
     """Conditional flow-matching loss of ``flow`` on tokens (B, K) with target mel (B, 80, F).
 
     Inputs to the estimator are built exactly as at inference (``FlowDecoder.inference``): mu from
@@ -289,8 +305,11 @@ def flow_matching_loss(flow: FlowDecoder, tokens: Tensor, mel: Tensor, generator
     the clips mu, speaker and cond are all zero: the unconditional input of classifier-free
     guidance. ``mu_weight`` > 0 adds that times the mean squared error between mu and the target mel
     (a prior loss as in Matcha-TTS: the encoder learns a mel estimate the estimator refines; the
-    model and its inference are unchanged). Returns ``loss`` and its parts (``fm``, ``mu``)."""
-    b, _, n = mel.shape
+    model and its inference are unchanged). ``bins`` (B,) (:func:`band_limits`) keeps only each clip's
+    lowest ``bins[i]`` mel bins in both terms: above a clip's band edge its mel is no target (the
+    estimator still sees the whole mel in ``x_t`` and the prompt, as at inference). Returns ``loss``
+    and its parts (``fm``, ``mu``)."""
+    b, n_mels, n = mel.shape
     cfm = flow.cfg.cfm
     mu = flow.mu(tokens, n)
     spks = flow.speaker(None, b, mel.device)
@@ -308,10 +327,12 @@ def flow_matching_loss(flow: FlowDecoder, tokens: Tensor, mel: Tensor, generator
     xt = (1 - (1 - sigma_min) * tt) * x0 + tt * mel
     target = mel - (1 - sigma_min) * x0
     v = flow.decoder.estimator(xt, mu * keep[:, None, None], t, spks * keep[:, None], cond * keep[:, None, None])
-    weight = 1 - prompt_mask
+    in_band = torch.ones(b, n_mels, 1) if bins is None else \
+        (torch.arange(n_mels)[None, :] < bins[:, None]).float()[:, :, None]  # (B, 80, 1)
+    weight = (1 - prompt_mask) * in_band                                     # (B, 80, F)
     err = (v - target).pow(2) if loss == "l2" else (v - target).abs()
-    fm = (err * weight).sum() / (weight.sum() * mel.shape[1]).clamp(min=1)
-    mu_err = (mu - mel).pow(2).mean()
+    fm = (err * weight).sum() / weight.sum().clamp(min=1)
+    mu_err = ((mu - mel).pow(2) * in_band).sum() / (in_band.sum() * n).clamp(min=1)
     value = fm + mu_weight * mu_err if mu_weight > 0 else fm
     return {"loss": value, "fm": fm.detach(), "mu": mu_err.detach(), "prompt_frames": n_prompt.float().mean(),
             "uncond": 1 - keep.mean()}
@@ -507,6 +528,8 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
     flow, hift = build_models(cfg, data.meta["vocab_size"], data.meta["frame_rate"], cfg.seed)
     plan = BatchPlan([min(data.n_tokens(i), cfg.flow_segment_tokens) for i in range(len(data))],
                      cfg.flow_max_tokens, cfg.seed)
+    bins = None if cfg.band_threshold is None or not cfg.train_flow else \
+        torch.from_numpy(band_limits(data, cfg.band_threshold, progress=progress))
     opt_flow = torch.optim.AdamW(flow.parameters(), lr=cfg.flow_lr, weight_decay=cfg.weight_decay)
     opt_hift = torch.optim.AdamW(hift.parameters(), lr=cfg.hift_lr, betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
     disc = opt_disc = None
@@ -549,7 +572,10 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
             f.write(json.dumps({"event": "start", "clips": len(data), "init_from": cfg.init_from, **token_map,
                                 "hours": round(data.meta["hours"], 3),
                                 "skipped_short": data.meta["skipped_short"], "data": data.path,
-                                "flow_batches_per_epoch": plan.per_epoch, **model_stats(flow, hift)}) + "\n")
+                                "flow_batches_per_epoch": plan.per_epoch, **model_stats(flow, hift),
+                                **({} if bins is None else {"band_limited_clips": int((bins < dmel.N_MELS).sum()),
+                                                            "band_bins_median": float(bins.float().median())})})
+                    + "\n")
 
     def checkpoint(step: int) -> None:
         save_atomic({"step": step, "config": cfg.resume_key(), "data": os.path.basename(data.path),
@@ -573,9 +599,11 @@ def train(cfg: DecoderTrainConfig, progress: bool = True, max_steps: Optional[in
             t0 = time.perf_counter()
             for grp in opt_flow.param_groups:
                 grp["lr"] = cfg.flow_lr * f
-            tokens, mel = flow_batch(data, plan(step), cfg.flow_segment_tokens, flow.cfg, rng)
+            idx = plan(step)
+            tokens, mel = flow_batch(data, idx, cfg.flow_segment_tokens, flow.cfg, rng)
             out = flow_matching_loss(flow, tokens, mel, g, cfg.sigma_min, cfg.cfg_dropout, cfg.prompt_prob,
-                                     cfg.prompt_max_fraction, cfg.flow_loss, cfg.mu_weight)
+                                     cfg.prompt_max_fraction, cfg.flow_loss, cfg.mu_weight,
+                                     None if bins is None else bins[idx])
             opt_flow.zero_grad(set_to_none=True)
             out["loss"].backward()
             rec["flow_grad_norm"] = _clip(flow.parameters(), cfg.grad_clip)

@@ -112,6 +112,10 @@ class DecoderTrainConfig:
                                             # uses 0.3, Detokenizer.stream's prompt is up to 60 / (60 + 25)
     flow_loss: str = "l2"                   # "l2" or "l1", over the non-prompt frames
     mu_weight: float = 0.0                  # > 0: + this x MSE(mu, mel), a prior loss on the encoder's mel estimate
+    band_threshold: Optional[float] = None  # set: per clip, mel bins above its band edge (the highest bin whose
+                                            # 95th-percentile log-mel reaches this) are left out of both flow
+                                            # losses, so band-limited (e.g. 11,025 Hz) sources do not teach a
+                                            # dark high band; null = every bin counts
     # HiFT (no GAN: multi-resolution STFT + mel L1; the F0 predictor regresses an autocorrelation F0)
     hift_batch: int = 8
     hift_segment_frames: int = 32           # 0.37 s of audio per segment
@@ -167,6 +171,18 @@ class DecoderTrainConfig:
             raise ValueError(f"flow_loss must be 'l1' or 'l2', got {self.flow_loss!r}")
         if self.mu_weight < 0:
             raise ValueError(f"mu_weight must be >= 0, got {self.mu_weight}")
+        if self.band_threshold is not None:
+            from .mel import SILENCE
+
+            try:  # YAML 1.1 reads e.g. -8e0 as a string
+                if isinstance(self.band_threshold, bool):
+                    raise TypeError
+                self.band_threshold = float(self.band_threshold)
+            except (TypeError, ValueError):
+                raise ValueError(f"band_threshold must be a number or null, got {self.band_threshold!r}") from None
+            if not SILENCE < self.band_threshold < 5:
+                raise ValueError(f"band_threshold is a log-mel level and must lie between silence ({SILENCE:.2f}) "
+                                 f"and 5, got {self.band_threshold}")
         for name in ("cfg_dropout", "prompt_prob", "prompt_max_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -196,6 +212,8 @@ class DecoderTrainConfig:
     def resume_key(self) -> dict[str, Any]:
         """What must not change when a run resumes."""
         key = {k: v for k, v in self.to_dict().items() if k not in VOLATILE}
+        if key["band_threshold"] is None:  # added later: runs from before still resume
+            del key["band_threshold"]
         if key["splits"] == ["train"]:  # the default, and what runs before the field had: they still resume
             del key["splits"]
         return key
