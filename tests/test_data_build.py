@@ -248,6 +248,66 @@ def test_drascula_text_reader(tmp_path):
         drascula_texts(str(f))
 
 
+def _drascula_root(root):
+    """A drascula package tree: drascula.dat with three lines and their .ALS files (8-bit tones at
+    11,025 Hz, 0.5 s), an effect and a file without a line."""
+    import numpy as np
+
+    en = root / "usr/share/scummvm/drascula/en"
+    en.mkdir(parents=True)
+    (en / "drascula.dat").write_bytes(_drascula_dat({"text": ["", "HELLO THERE. I'VE GOT IT", "I AM HERE"],
+                                                     "textbj": ["", "WHO IS CALLING?"]}, n_lang=1))
+    t = np.arange(5512) / 11025
+    for i, name in enumerate(("1.ALS", "2.ALS", "BJ1.ALS", "S1.ALS", "7.ALS")):
+        tone = 128 + 60 * np.sin(2 * np.pi * (300 + 100 * i) * t)
+        (en / name).write_bytes(np.round(tone).astype(np.uint8).tobytes())
+    return root
+
+
+def test_drascula_source_and_its_asr_check(tmp_path, monkeypatch):
+    """drascula-en: every .ALS with a line becomes an English clip (decoded from 8-bit 11,025 Hz to
+    16 kHz, sentence-case transcript, sex from the speaker prefix); the ASR check drops clips whose
+    transcript the ASR does not confirm and records every clip's CER; without the ASR the source is
+    skipped, never kept unchecked."""
+    import numpy as np
+
+    from uniaudio_rt.data import build as bmod
+    from uniaudio_rt.data.packages import ExtractedPackage
+    from uniaudio_rt.data.sources import sentence_case
+
+    src = next(s for s in SOURCES if s.name == "drascula-en")
+    assert src.split == "train" and src.asr_max_cer == 0.5
+    root = _drascula_root(tmp_path / "pkg")
+    monkeypatch.setattr(bmod, "fetch", lambda name, registry, cache: ExtractedPackage(name, registry, "1.0",
+                                                                                       str(root), "freeware"))
+    heard = {}
+
+    def fake_checker():
+        def cer(x, text):
+            heard[text] = x
+            return 0.1 if "here" in text else 0.8
+        return cer
+
+    monkeypatch.setattr(bmod, "asr_checker", fake_checker)
+    state = bmod.build_source(src, 100, str(tmp_path / "out"), str(tmp_path / "cache"), set(), progress=False)
+    got = {c["transcript"]: c for c in state["clips"]}
+    assert sorted(got) == ["0:I am here", "0:hello there. I've got it"], sorted(got)
+    assert state["dropped"]["asr_mismatch"] == 1 and state["asr_cer"] == {"1.ALS": 0.1, "2.ALS": 0.1, "BJ1.ALS": 0.8}
+    assert got["0:I am here"]["gender"] == "Male" and got["0:I am here"]["speaker"] == "drascula:hero"
+    x = heard["0:who is calling?"]                              # BJ1.ALS: a 500 Hz tone, 0.5 s
+    assert abs(x.size - 8000) <= 2 and abs(np.argmax(np.abs(np.fft.rfft(x))) * 16000 / x.size - 500) <= 4
+    a, sr = sf.read(tmp_path / "out" / got["0:I am here"]["path"])
+    assert sr == 16000 and abs(a.size - 8000) <= 2
+    assert sentence_case("OK, LET'S SEE. IGOR,  BRING IT!  I'M IN") == "Ok, let's see. Igor, bring it! I'm in"
+
+    def no_asr():
+        raise RuntimeError("the ASR check needs faster-whisper")
+
+    monkeypatch.setattr(bmod, "asr_checker", no_asr)
+    state = bmod.build_source(src, 100, str(tmp_path / "out2"), str(tmp_path / "cache"), set(), progress=False)
+    assert state["clips"] == [] and "ASR check unavailable" in state["skipped"]
+
+
 def test_missing_package_is_skipped_with_reason(tmp_path):
     from uniaudio_rt.data.build import build_source
     from uniaudio_rt.data.sources import Source

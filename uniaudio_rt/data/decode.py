@@ -20,7 +20,8 @@ SAMPLE_RATE = 16000
 # file extension -> ffmpeg demuxer for headerless formats
 _RAW_FORMATS = {".g722": "g722", ".ul": "mulaw", ".al": "alaw"}
 # ffmpeg needs the rate of headerless PCM; G.722 carries its own 16 kHz
-_RAW_PCM = {".raw": ("s16le", 16000), ".sln16": ("s16le", 16000), ".sln": ("s16le", 8000)}
+_RAW_PCM = {".raw": ("s16le", 16000), ".sln16": ("s16le", 16000), ".sln": ("s16le", 8000),
+            ".als": ("u8", 11025)}  # Drascula's speech: headerless unsigned 8-bit at 11,025 Hz
 
 
 class DecodeError(RuntimeError):

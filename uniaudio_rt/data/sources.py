@@ -19,7 +19,7 @@ SPLITS = ("train", "eval_events", "eval_wer", "eval_gender", "train_decoder")
 # train_decoder: audio for the token-to-audio decoder only (no transcript, so no SAP target); the
 # tokenizer trainer reads "train" alone, the decoder trainer reads the splits its config names
 TRAIN_SPLITS = ("train", "train_decoder")
-AUDIO_EXT = (".wav", ".ogg", ".oga", ".flac", ".mp3", ".g722", ".raw")
+AUDIO_EXT = (".wav", ".ogg", ".oga", ".flac", ".mp3", ".g722", ".raw", ".als")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class Source:
     tiny_clips: int = 0  # clips for --subset tiny (0: not in the tiny subset)
     min_words: int = 0  # keep only clips whose transcript has at least this many words
     max_words: int = 0  # keep only clips whose transcript has at most this many words (0: no cap)
+    asr_max_cer: float = 0.0  # > 0: keep a transcribed clip only if the English ASR (faster-whisper
+    #                           tiny.en) agrees with its transcript to this character error rate
     note: str = ""
 
     @property
@@ -413,6 +415,35 @@ def drascula_line(texts: dict[str, list[str]], filename: str) -> Optional[str]:
     return line or None
 
 
+# sex of the speakers behind each sound-file prefix (the engine's talk_* functions), where all are one:
+# "" the hero, D Drascula (and the blind man, from line 58 on), B the drunk, BJ B.J., I Igor,
+# T the bartender, VB Von Braun; E, L and P not stated
+_DRASCULA_SEX = {"": "Male", "D": "Male", "B": "Male", "BJ": "Female", "I": "Male", "T": "Male", "VB": "Male"}
+
+
+def sentence_case(text: str) -> str:
+    """An all-capitals game line in sentence case: lower case, capital at each sentence start and for
+    the pronoun I (names stay lower case; the SAP metrics compare case-folded text)."""
+    s = re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), " ".join(text.lower().split()))
+    return re.sub(r"\bi\b", "I", s)
+
+
+def _drascula(roots: dict[str, str]) -> Iterator[Item]:
+    """Drascula: The Vampire Strikes Back, English talkie: usr/share/scummvm/drascula/en/PREFIX+N.ALS
+    (headerless 8-bit PCM, 11,025 Hz); the line each file says from ``drascula.dat`` in the same
+    folder (:func:`drascula_texts`, :func:`drascula_line`), put in sentence case. Effects (S*.ALS)
+    and files without a line are left out; the source's ASR check drops clips that do not say it."""
+    base = os.path.join(roots["drascula"], "usr/share/scummvm/drascula/en")
+    texts = drascula_texts(os.path.join(base, "drascula.dat"))
+    for name in sorted(os.listdir(base)):
+        line = drascula_line(texts, name)
+        if line is None:
+            continue
+        prefix = re.match(r"[A-Z]*", name.upper()).group(0)
+        yield Item(name, ".als", _file_reader(os.path.join(base, name)), "speech", transcript=sentence_case(line),
+                   language="en", speaker=f"drascula:{prefix or 'hero'}", gender=_DRASCULA_SEX.get(prefix))
+
+
 def _zeroad_gender(roots: dict[str, str]) -> Iterator[Item]:
     """0 A.D. civilian voices (audio/voice/CIV/civ/civ_{female,male}_*.ogg) and human death cries
     (audio/actor/human/death/{female,male}_*.ogg) inside public.zip; the file name states the sex."""
@@ -483,6 +514,9 @@ SOURCES: tuple[Source, ...] = (
                        keep=lambda p: "/music/" not in p)),
     Source("widelands-music", "widelands-data", "train", "music",
            _dir_events("widelands-data", "usr/share/games/widelands/data/music", kind="music"), max_clips=300),
+    Source("drascula-en", "drascula", "train", "speech", _drascula, max_clips=10_000, asr_max_cer=0.5,
+           note="Drascula English dialogue (several speakers), 8-bit 11,025 Hz; lines from drascula.dat, "
+                "kept where faster-whisper tiny.en agrees (CER <= 0.5)"),
     # ---- decoder training only (no transcripts) ----
     Source("queen-en", "flight-of-the-amazon-queen", "train_decoder", "speech", _queen_speech, max_clips=10_000,
            note="Flight of the Amazon Queen CD dialogue, English, many speakers, MP3 11,025 Hz; no transcripts"),
