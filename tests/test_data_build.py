@@ -114,6 +114,20 @@ def test_idempotent_and_resumable(tiny):
     os.remove(os.path.join(out, "manifest.parquet"))
     build(out, "tiny", progress=False)
     assert _tree(out) == before
+    # a source that moved to another split since its state was written: rebuilt, old files removed
+    state_path = os.path.join(out, ".state", f"{name}.json")
+    with open(state_path) as f:
+        state = json.load(f)
+    os.makedirs(os.path.join(out, "audio", "train_decoder"))
+    shutil.move(os.path.join(out, "audio", "train", name), os.path.join(out, "audio", "train_decoder", name))
+    for c in state["clips"]:
+        c["split"], c["path"] = "train_decoder", c["path"].replace("audio/train/", "audio/train_decoder/")
+    with open(state_path, "w") as f:
+        json.dump(state, f)
+    build(out, "tiny", progress=False)
+    assert os.listdir(os.path.join(out, "audio", "train_decoder")) == []     # files and their folder gone
+    os.rmdir(os.path.join(out, "audio", "train_decoder"))
+    assert _tree(out) == before
 
 
 def test_cli_errors_and_stats(tiny, tmp_path, capsys):
@@ -142,7 +156,8 @@ def test_cli_errors_and_stats(tiny, tmp_path, capsys):
 def test_source_table():
     names = [s.name for s in SOURCES]
     assert len(set(names)) == len(names)
-    assert {s.split for s in SOURCES} == set(SPLITS)
+    used = {s.split for s in SOURCES}
+    assert used <= set(SPLITS) and used >= set(SPLITS) - {"train_decoder"}   # train_decoder: none at present
     assert all(s.kind in ("speech", "voice", "event", "music") and s.registry in ("deb", "pypi") for s in SOURCES)
     tiny = get_sources("tiny")
     assert tiny and all(s.tiny_clips > 0 for s in tiny) and {s.split for s in tiny} >= {"train", "eval_wer"}
@@ -164,32 +179,94 @@ def _queen_file(path, entries, count=None, magic=b"QTBL"):
     return head, table
 
 
+def _pstrings(start, strings, align):
+    """Length-prefixed Latin-1 strings laid out from offset ``start`` (after the 20-byte header), each
+    next one at the following multiple of ``align``; an empty string takes one byte."""
+    out = b""
+    for text in strings:
+        raw = text.encode("latin-1")
+        out += bytes([len(raw)]) + raw
+        if raw:
+            out += b"\0" * (-(start + len(out)) % align)
+    return out
+
+
+def _queen_game():
+    """The resources of a tiny Flight of the Amazon Queen in the engine's layouts (data/queen.py)."""
+    import struct
+
+    hdr = b"AmBk" + b"\0" * 16
+    objects = struct.pack(">hHHHhHHh", 1, 0, 0, 1, 0, 1, 0, -3) + struct.pack(">hHHHhHHh", 2, 0, 0, 2, 0, 1, 0, 0)
+    jas = hdr + struct.pack(">4H", 1, 1, 2, 2) + objects                  # rooms, names, objects, descriptions
+    responses = ["I can't do that*01 no way"] + [f"Response {n}" for n in range(2, 41)]
+    jas2 = "\r\n".join(["It's closed", "FOO.CUT", "door", "hall"] + [f"verb{n}" for n in range(12)]
+                        + responses + ["anim", ""]).encode("latin-1")
+    # dialogue (talk key 2): Joe's opening line and line 6, the person's line 6, the "again" pair
+    joe = b""
+    for ident, text in [(0, "Hello."), (6, "Who are you?")]:
+        joe += struct.pack(">hh", 0, ident)
+        joe += _pstrings(32 + len(joe), [text], 4)
+    person1 = 32 + len(joe)
+    person = struct.pack(">hh", 0, 6) + _pstrings(person1 + 4, ["I'm Bob.*XY01(123,456)Nice to meet you"], 4)
+    person2 = person1 + len(person)
+    again = _pstrings(person2, ["Back again?", "0"], 2)
+    dog = hdr + struct.pack(">5h", 0, 9, 2, 2, 1) + b"\0" * 12 + struct.pack(">3H", person1, 0, person2) \
+        + b"\0" * 4 + joe + person + again
+    # cutscene: a person (object 1, a person by its QUEEN.JAS image) speaks two segments; a text object
+    rec = (lambda obj: struct.pack(">17h", obj, *[0] * 16) + struct.pack(">h", 0))
+    records = rec(1) + rec(-2)
+    sent_off = 12 + len(records)
+    cut = hdr + struct.pack(">6h", 0, 2, 0, 0, sent_off, 0) + records \
+        + _pstrings(sent_off, ["*FL", "We made it!*FLHooray", "The end"], 2)
+    return {"QUEEN.JAS": jas, "QUEEN2.JAS": jas2, "AND1.DOG": dog, "C1A.CUT": cut}
+
+
+def test_queen_lines_from_the_game_files():
+    """Joe's responses and descriptions (not the command ones), dialogue lines by talk key and id,
+    the "again" pair ("0" = none), cutscene persons and text objects, split at their * commands into
+    one voice file per segment."""
+    from uniaudio_rt.data.queen import clean_line, queen_lines, segments
+
+    game = _queen_game()
+    got = queen_lines(game.__getitem__, list(game))
+    assert got == {"JOE00011.SB": "I can't do that", "JOE00012.SB": "no way", "JOE00411.SB": "It's closed",
+                   **{f"JOE{n:04d}1.SB": f"Response {n}" for n in range(2, 41)},
+                   "02SSSSJ1.SB": "Hello.", "020006J1.SB": "Who are you?", "020006P1.SB": "I'm Bob.",
+                   "020006P2.SB": "Nice to meet you", "02XXXXP1.SB": "Back again?",
+                   "C1A__011.SB": "We made it!", "C1A__012.SB": "Hooray", "C1A__021.SB": "The end"}, got
+    assert segments("a*GDb*12c") == [(1, "b"), (2, "c")]        # *GD takes a number and speaks nothing
+    assert [clean_line(t) for t in ("@@ I'm in love @@", "C", "&#($!!, he got away!")] == ["I'm in love", None, None]
+    broken = dict(game, **{"C1A.CUT": game["C1A.CUT"][:40]})    # object records cut off: cutscene left out
+    assert not any(k.startswith("C1A") for k in queen_lines(broken.__getitem__, list(broken)))
+
+
 def test_queen_table_reader(tmp_path):
-    """The resource table of queen.1c: names, offsets and sizes read back; the *.SB entries become
-    untranscribed English speech items whose bytes are exactly the entry; bad files raise."""
+    """The resource table of queen.1c: names, offsets and sizes read back; the *.SB entries with a
+    line become transcribed English speech items whose bytes are exactly the entry; bad files raise."""
     from uniaudio_rt.data.sources import _queen_speech, queen_entries
 
     root = tmp_path / "root"
     game = root / "usr/share/scummvm/flight-of-the-amazon-queen"
     game.mkdir(parents=True)
     f = game / "queen.1c"
-    entries = [("JOE01121.SB", b"first-mp3"), ("ROOM1.PCX", b"picture"), ("020001P2.SB", b"second-mp3!")]
+    entries = [("JOE00411.SB", b"first-mp3"), ("ROOM1.PCX", b"picture"), ("020006P2.SB", b"second-mp3!"),
+               ("10SSSSSS.SB", b"effect")] + sorted(_queen_game().items())
     head, table = _queen_file(f, entries)
     got = queen_entries(str(f))
-    assert [n for n, _, _ in got] == [n for n, _ in entries] and [s for _, _, s in got] == [9, 7, 11]
+    assert [n for n, _, _ in got] == [n for n, _ in entries] and [s for _, _, s in got][:4] == [9, 7, 11, 6]
     blob = f.read_bytes()
     assert [blob[o:o + s] for _, o, s in got] == [p for _, p in entries]
     items = list(_queen_speech({"flight-of-the-amazon-queen": str(root)}))
-    assert [it.key for it in items] == ["queen.1c/020001P2.SB", "queen.1c/JOE01121.SB"]   # sorted, .SB only
+    assert [it.key for it in items] == ["queen.1c/020006P2.SB", "queen.1c/JOE00411.SB"]   # sorted, lines only
     assert [it.read() for it in items] == [b"second-mp3!", b"first-mp3"]
-    assert all(it.kind == "speech" and it.language == "en" and it.transcript is None and it.ext == ".mp3"
-               for it in items)
+    assert [it.transcript for it in items] == ["Nice to meet you", "It's closed"]
+    assert all(it.kind == "speech" and it.language == "en" and it.ext == ".mp3" for it in items)
     src = next(s for s in SOURCES if s.name == "queen-en")
-    assert src.split == "train_decoder" and src.tiny_clips == 0    # never in the tokenizer's train split
+    assert src.split == "train" and src.tiny_clips == 0
     _queen_file(f, entries, magic=b"RIFF")
     with pytest.raises(ValueError, match="no QTBL table"):
         queen_entries(str(f))
-    _queen_file(f, entries, count=5)                                # table claims more entries than it has
+    _queen_file(f, entries, count=12)                               # table claims more entries than it has
     with pytest.raises(ValueError, match="outside the data|cut short"):
         queen_entries(str(f))
     f.write_bytes(head + table)                                     # data cut off

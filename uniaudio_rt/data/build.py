@@ -133,6 +133,15 @@ def _load_state(out: str, source: Source, cap: int) -> Optional[dict[str, Any]]:
         state = json.load(f)
     if state.get("version") != STATE_VERSION or state.get("cap") != cap:
         return None
+    if any(c["split"] != source.split for c in state["clips"]):  # the source moved: its old files go
+        for c in state["clips"]:
+            old = os.path.join(out, c["path"])
+            if os.path.exists(old):
+                os.remove(old)
+        for d in {os.path.dirname(os.path.join(out, c["path"])) for c in state["clips"]}:
+            if os.path.isdir(d) and not os.listdir(d):
+                os.rmdir(d)
+        return None
     if not all(os.path.exists(os.path.join(out, r["path"])) for r in state["clips"]):
         return None
     return state
@@ -154,6 +163,7 @@ def asr_checker(threads: int = 2) -> Callable[[np.ndarray, str], float]:
     from ..train.targets import error_rate
 
     asr = load_asr(None, "int8", threads)
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # not a line per clip in the build log
     return lambda x, text: error_rate([text], [transcribe(asr, x, 5)], "char")
 
 

@@ -330,12 +330,17 @@ def queen_entries(path: str) -> list[tuple[str, int, int]]:
 
 def _queen_speech(roots: dict[str, str]) -> Iterator[Item]:
     """Flight of the Amazon Queen (CD version): the *.SB entries of queen.1c are its recorded English
-    dialogue, MP3 at 11,025 Hz. The text of each line lives in the game's scripts, not mapped here, so
-    the clips carry no transcript (split train_decoder)."""
+    dialogue, MP3 at 11,025 Hz; each one's line from the game's own scripts (data/queen.py). Entries
+    without a line (sound effects, a few files the engine never plays) are left out."""
+    from .queen import queen_lines
+
     path = os.path.join(roots["flight-of-the-amazon-queen"], "usr/share/scummvm/flight-of-the-amazon-queen/queen.1c")
-    for name, offset, size in sorted(queen_entries(path)):
-        if name.upper().endswith(".SB"):
-            yield Item(f"queen.1c/{name}", ".mp3", _range_reader(path, offset, size), "speech", language="en")
+    entries = {name.upper(): (offset, size) for name, offset, size in queen_entries(path)}
+    lines = queen_lines(lambda name: _range_reader(path, *entries[name.upper()])(), list(entries))
+    for name, (offset, size) in sorted(entries.items()):
+        if name.endswith(".SB") and name in lines:
+            yield Item(f"queen.1c/{name}", ".mp3", _range_reader(path, offset, size), "speech",
+                       transcript=lines[name], language="en")
 
 
 # Drascula (ScummVM's drascula.dat): the fixed tables before the texts, each a big-endian uint16
@@ -517,9 +522,9 @@ SOURCES: tuple[Source, ...] = (
     Source("drascula-en", "drascula", "train", "speech", _drascula, max_clips=10_000, asr_max_cer=0.5,
            note="Drascula English dialogue (several speakers), 8-bit 11,025 Hz; lines from drascula.dat, "
                 "kept where faster-whisper tiny.en agrees (CER <= 0.5)"),
-    # ---- decoder training only (no transcripts) ----
-    Source("queen-en", "flight-of-the-amazon-queen", "train_decoder", "speech", _queen_speech, max_clips=10_000,
-           note="Flight of the Amazon Queen CD dialogue, English, many speakers, MP3 11,025 Hz; no transcripts"),
+    Source("queen-en", "flight-of-the-amazon-queen", "train", "speech", _queen_speech, max_clips=10_000,
+           note="Flight of the Amazon Queen CD dialogue, English, many speakers, MP3 11,025 Hz; lines from "
+                "the game's dialogue, cutscene and string files (data/queen.py)"),
 )
 
 # Packages that exist but are not used, and why (docs/DATA.md repeats this).
