@@ -327,8 +327,8 @@ def flow_matching_loss(flow: FlowDecoder, tokens: Tensor, mel: Tensor, generator
     xt = (1 - (1 - sigma_min) * tt) * x0 + tt * mel
     target = mel - (1 - sigma_min) * x0
     v = flow.decoder.estimator(xt, mu * keep[:, None, None], t, spks * keep[:, None], cond * keep[:, None, None])
-    in_band = torch.ones(b, n_mels, 1) if bins is None else \
-        (torch.arange(n_mels)[None, :] < bins[:, None]).float()[:, :, None]  # (B, 80, 1)
+    in_band = torch.ones(b, n_mels, 1, device=mel.device) if bins is None else \
+        (torch.arange(n_mels, device=mel.device)[None, :] < bins.to(mel.device)[:, None]).float()[:, :, None]
     weight = (1 - prompt_mask) * in_band                                     # (B, 80, F)
     err = (v - target).pow(2) if loss == "l2" else (v - target).abs()
     fm = (err * weight).sum() / weight.sum().clamp(min=1)
