@@ -41,9 +41,7 @@ def main() -> None:
         flow = load_flow(d).eval().float()
         sq, signed, frames = np.zeros(80), np.zeros(80), 0
         for a, t in zip(audios, tokens):
-            ref22 = dmel.fit_to_tokens(dmel.resample(a, 16000), len(t), flow.cfg)
-            ref = dmel.mel_spectrogram(torch.from_numpy(ref22))
-            e = prior_residual(flow, t, ref).numpy()
+            e = prior_residual(flow, t, dmel.token_aligned(a, len(t), flow.cfg)[1]).numpy()
             sq += (e ** 2).sum(1)
             signed += e.sum(1)
             frames += e.shape[1]

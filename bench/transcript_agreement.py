@@ -9,8 +9,6 @@ Usage: python bench/transcript_agreement.py SOURCE [--corpus corpus] [--n 60] [-
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import random
 
 import numpy as np
@@ -27,24 +25,21 @@ def main() -> None:
     ap.add_argument("--show", type=int, default=10, help="print this many (worst first) clips")
     args = ap.parse_args()
 
-    import soundfile as sf
-
+    from uniaudio_rt.data.manifest import read_manifest
     from uniaudio_rt.decoder.evaluate import load_asr, transcribe
+    from uniaudio_rt.train.loop import load_clip_audio
     from uniaudio_rt.train.targets import error_rate
 
-    with open(os.path.join(args.corpus, "manifest.tsv"), newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t")
-                if r["source"] == args.source and len((r["transcript"] or "").split()) >= args.min_words]
+    rows = [r for r in read_manifest(args.corpus)
+            if r["source"] == args.source and len((r["transcript"] or "").split()) >= args.min_words]
     if not rows:
         raise SystemExit(f"no clip of source {args.source!r} with a transcript of {args.min_words}+ words")
     sample = random.Random(args.seed).sample(rows, min(args.n, len(rows)))
     asr = load_asr(None, "int8", args.threads)
+    load = load_clip_audio(args.corpus)
     refs, hyps, cers = [], [], []
     for r in sample:
-        audio, sr = sf.read(os.path.join(args.corpus, r["path"]), dtype="float32")
-        if sr != 16000:
-            raise SystemExit(f"{r['path']}: {sr} Hz, the corpus is 16 kHz")
-        hyp = transcribe(asr, audio, 5)
+        hyp = transcribe(asr, load(r), 5)
         refs.append(r["transcript"])
         hyps.append(hyp)
         cers.append(error_rate([r["transcript"]], [hyp], "char"))

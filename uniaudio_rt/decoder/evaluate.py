@@ -184,8 +184,7 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
         t1 = time.perf_counter()
         gen = det(torch.tensor(t, dtype=torch.long), generator=g)[0].numpy()
         t_dec += time.perf_counter() - t1
-        ref22 = dmel.fit_to_tokens(dmel.resample(a, 16000), len(t), det.flow.cfg)
-        ref_mel = dmel.mel_spectrogram(torch.from_numpy(ref22))
+        ref22, ref_mel = dmel.token_aligned(a, len(t), det.flow.cfg)
         with torch.inference_mode():
             voc = det.hift.inference(ref_mel[None], generator=torch.Generator().manual_seed(seed + k))[0][0].numpy()
         prior = prior_errors(det.flow, t, ref_mel)

@@ -106,3 +106,11 @@ def fit_to_tokens(wav: np.ndarray, n_tokens: int, flow_cfg) -> np.ndarray:
     n = flow_cfg.mel_frames(n_tokens) * HOP_LENGTH
     wav = np.asarray(wav, dtype=np.float32)
     return wav[:n] if wav.size >= n else np.pad(wav, (0, n - wav.size))
+
+
+def token_aligned(audio16: np.ndarray, n_tokens: int, flow_cfg) -> tuple[np.ndarray, Tensor]:
+    """A 16 kHz clip and its token count -> (22050 Hz waveform fitted to the tokens, :func:`fit_to_tokens`,
+    and its mel (80, ``flow_cfg.mel_frames(n_tokens)``)): the target the flow is trained on and
+    measured against."""
+    wav = fit_to_tokens(resample(audio16, 16000), n_tokens, flow_cfg)
+    return wav, mel_spectrogram(torch.from_numpy(wav))

@@ -139,8 +139,8 @@ def clip_features(audio16: np.ndarray, n_tokens: int,
     mel (80, mel_frames(n)), F0 per mel frame in Hz, 0 = unvoiced)."""
     from ..data.sap import pitch_track
 
-    wav = dmel.fit_to_tokens(dmel.resample(audio16, 16000), n_tokens, flow_cfg)
-    mel = dmel.mel_spectrogram(torch.from_numpy(wav)).numpy()
+    wav, mel = dmel.token_aligned(audio16, n_tokens, flow_cfg)
+    mel = mel.numpy()
     f0 = pitch_track(wav, dmel.SAMPLE_RATE, F0_WINDOW, dmel.HOP_LENGTH, pad=(F0_WINDOW - dmel.HOP_LENGTH) // 2)
     if mel.shape[1] != flow_cfg.mel_frames(n_tokens) or f0.shape[0] != mel.shape[1]:
         raise RuntimeError(f"frame-count contract broken: {n_tokens} tokens, mel {mel.shape[1]} frames, "
