@@ -10,6 +10,8 @@ import glob
 import os
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -41,13 +43,25 @@ def native_extensions():
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
+class BuildPyWithKernels(build_py):
+    """Copies kernels/*.py into uniaudio_rt/triton_kernels/ of a built wheel. There is no top-level
+    ``kernels`` package: that import name is Hugging Face's (a dependency of transformers)."""
+
+    def run(self):
+        super().run()
+        dest = os.path.join(self.build_lib, "uniaudio_rt", "triton_kernels")
+        for src in sorted(glob.glob(os.path.join(ROOT, "kernels", "*.py"))):
+            self.copy_file(src, os.path.join(dest, os.path.basename(src)))
+
+
 ext_modules, cmdclass = native_extensions()
+cmdclass["build_py"] = BuildPyWithKernels
 
 setup(
     name="uniaudio-rt",
     version="0.1.0",
     description="Runtime and training-parity toolkit for the UniAudio-Token audio tokenizer",
-    packages=find_packages(include=["uniaudio_rt", "uniaudio_rt.*", "kernels"]),
+    packages=find_packages(include=["uniaudio_rt", "uniaudio_rt.*"]),
     package_data={"uniaudio_rt": ["assets/**/*"]},
     include_package_data=True,
     python_requires=">=3.9",

@@ -11,8 +11,8 @@ triton = pytest.importorskip("triton", reason="pip install triton (CI does)")
 if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
     pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set", allow_module_level=True)
 
-from kernels.gate_ln import gate_ln_triton  # noqa: E402
-from kernels.vq_argmin import vq_argmin_triton  # noqa: E402
+from uniaudio_rt.triton_kernels.gate_ln import gate_ln_triton  # noqa: E402
+from uniaudio_rt.triton_kernels.vq_argmin import vq_argmin_triton  # noqa: E402
 from test_fused_gate_vq import near_tie_only  # noqa: E402
 from uniaudio_rt import ops  # noqa: E402
 
@@ -88,7 +88,7 @@ def test_triton_on_real_speech_states(speech_files):
 def test_fused_gate_ln_vq_triton(with_gate, t, d, k, dtype):
     """The single fused kernel: its y equals the LayerNorm reference and its tokens the search on it,
     for sizes that are not multiples of the row, code and dimension blocks, fp32 and bf16 inputs."""
-    from kernels.gate_ln import gate_ln_vq_triton
+    from uniaudio_rt.triton_kernels.gate_ln import gate_ln_vq_triton
 
     g = torch.Generator().manual_seed(t * d + k)
     deep, a = torch.randn(t, d, generator=g).to(dtype), torch.randn(t, d, generator=g).to(dtype)
@@ -104,7 +104,7 @@ def test_fused_gate_ln_vq_triton(with_gate, t, d, k, dtype):
 
 def test_fused_gate_ln_vq_triton_ties():
     """Duplicated codes straddling code blocks: the lowest index wins, as in torch.argmin."""
-    from kernels.gate_ln import gate_ln_vq_triton
+    from uniaudio_rt.triton_kernels.gate_ln import gate_ln_vq_triton
 
     d = 48
     ln = ops.LayerNormParams(torch.ones(d), torch.zeros(d), 1e-5)

@@ -125,7 +125,7 @@ def vq_argmin(x: Tensor, codebook, backend: str = "auto") -> Tensor:
         return vq_argmin_ref(x, cb.codes)
     flat = _rows(x, cb.codes.shape[1], "x")
     if which == "triton":
-        from kernels.vq_argmin import vq_argmin_triton
+        from uniaudio_rt.triton_kernels.vq_argmin import vq_argmin_triton
 
         return vq_argmin_triton(flat, cb.codes.to(flat.device), cb.sq_norms.to(flat.device)).view(x.shape[:-1])
     if which == "cuda":
@@ -170,7 +170,7 @@ def gate_ln_vq(x_deep: Tensor, gate_logits: Optional[Tensor], adapter_out: Tenso
     dev = deep.device
     w, b = ln.weight.detach().float().contiguous().to(dev), ln.bias.detach().float().contiguous().to(dev)
     if which == "triton":  # one fused kernel: epilogue + LayerNorm + blocked search
-        from kernels.gate_ln import gate_ln_vq_triton
+        from uniaudio_rt.triton_kernels.gate_ln import gate_ln_vq_triton
 
         tokens, y = gate_ln_vq_triton(deep, gl if gate_logits is not None else None, a, w, b, float(ln.eps),
                                       cb.codes.to(dev), cb.sq_norms.to(dev))
