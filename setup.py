@@ -49,7 +49,10 @@ class BuildPyWithKernels(build_py):
 
     def run(self):
         super().run()
+        if getattr(self, "editable_mode", False):  # an editable install reads kernels/ through __path__
+            return
         dest = os.path.join(self.build_lib, "uniaudio_rt", "triton_kernels")
+        self.mkpath(dest)
         for src in sorted(glob.glob(os.path.join(ROOT, "kernels", "*.py"))):
             self.copy_file(src, os.path.join(dest, os.path.basename(src)))
 
