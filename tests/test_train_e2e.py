@@ -135,6 +135,10 @@ def test_report_names_the_variant_and_its_sae_rate(tmp_path):
     assert rows[2].startswith("| (c) SAP + SAE | 3 | 1.500 | 0.500 |") and rows[2].endswith("| 8.0 | 12.5 |")
     assert rows[3].startswith("| (c) SAP + SAE, SAE lr 3e-05 |")
     assert rows[4].startswith("| (c) SAP + SAE, SAE lr 3e-05, normalized commitment |")
+    assert "| 0.500 | – ± – | 0.100 | – ± – | 0.700 ± 0.050 |" in rows[2]   # metrics from before the seeds/probe
+    m["events"].update(purity_mean=0.45, purity_std=0.02, probe={"accuracy": 0.6, "accuracy_std": 0.1})
+    (tmp_path / "c" / "metrics.json").write_text(json.dumps(m))
+    assert "| 0.500 | 0.450 ± 0.020 | 0.100 | 0.600 ± 0.100 | 0.700 ± 0.050 |" in table([str(tmp_path / "c")])
 
 
 def test_token_runs_counts_changes_and_run_lengths():
@@ -161,6 +165,26 @@ def test_gender_probe_repeats_the_cross_validation():
     assert noise["accuracy"] < 0.75 and noise["accuracy_std"] > 0.0
 
 
+def test_event_probe_is_multiclass_and_purity_has_a_spread():
+    from uniaudio_rt.train.evaluate import cluster_scores, probe_scores
+
+    rng = np.random.default_rng(0)
+    labels = ["dog"] * 4 + ["cat"] * 3 + ["bird"] * 5      # smallest class: 3 clips -> 3 folds
+    h = rng.random((12, 6)) * 0.1
+    for i, c in enumerate(labels):
+        h[i, ["dog", "cat", "bird"].index(c)] += 1.0       # one code per class
+    r = probe_scores(h, labels)
+    assert r["folds"] == 30 and r["accuracy"] == 1.0 and r["majority"] == pytest.approx(5 / 12)
+    noise = probe_scores(rng.random((12, 6)), labels)
+    assert noise["accuracy"] < 0.9
+    with pytest.raises(ValueError, match="2 clips"):
+        probe_scores(h[:8], labels[:7] + ["fox"])          # a class of one clip cannot be cross-validated
+    c = cluster_scores(h, labels)
+    assert c["purity"] == 1.0 and c["purity_mean"] == 1.0 and c["purity_std"] == 0.0 and c["purity_seeds"] == 10
+    mixed = cluster_scores(rng.random((12, 6)), labels)
+    assert mixed["purity_mean"] < 1.0 and mixed["purity_std"] >= 0.0
+
+
 def test_evaluate_runs_on_tiny(corpus, tmp_path, one_torch_thread):
     from uniaudio_rt.train.evaluate import evaluate
 
@@ -183,6 +207,12 @@ def test_evaluate_runs_on_tiny(corpus, tmp_path, one_torch_thread):
         main(["evaluate", "--run", str(out), "--corpus", corpus, "--threads", "0"])
     with pytest.raises(SystemExit, match="no-repeat-ngram"):
         main(["evaluate", "--run", str(out), "--corpus", corpus, "--no-repeat-ngram", "-1"])
+    with pytest.raises(SystemExit, match="--sets"):
+        main(["evaluate", "--run", str(out), "--corpus", corpus, "--sets", "events,asr"])
+    only = evaluate(str(out), corpus, progress=False, sets=("wer",), out_json=str(out / "wer_only.json"))
+    assert only["sets"] == ["wer"] and "events" not in only and "gender" not in only
+    assert only["asr"]["cer"] == res["asr"]["cer"] and only["speech_runs"] == res["speech_runs"]
+    assert "speech_runs" not in evaluate(str(out), corpus, progress=False, sets=("events",))
 
     from uniaudio_rt.train.report import table
     from uniaudio_rt.train.ship import ship
@@ -191,6 +221,8 @@ def test_evaluate_runs_on_tiny(corpus, tmp_path, one_torch_thread):
     md = table([str(out)])
     assert "(c) SAP + SAE" in md and md.count("\n|") >= 2
     shipped = tmp_path / "default"
+    with pytest.raises(ValueError, match="full"):      # metrics of a partial evaluation are not a model card
+        ship(str(out), str(shipped), corpus, metrics_json=str(out / "wer_only.json"))
     stats = ship(str(out), str(shipped), corpus)
     assert sorted(os.listdir(shipped)) == ["README.md", "build_stats.json", "config.json", "model.safetensors"]
     assert stats["steps"] == 2 and stats["fp16_vs_fp32_token_agreement"] > 0.9

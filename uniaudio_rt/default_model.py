@@ -135,7 +135,9 @@ def kmeans(x: torch.Tensor, k: int, iters: int, seed: int, progress=True) -> tor
 
 
 def usage_stats(tokens: np.ndarray, k: int) -> dict:
-    counts = np.bincount(tokens, minlength=k).astype(np.float64)
+    counts = np.bincount(np.asarray(tokens, dtype=np.int64).ravel(), minlength=k).astype(np.float64)
+    if counts.sum() == 0:
+        return {"tokens": 0, "codes_used": 0, "usage": 0.0, "perplexity": None}
     p = counts / counts.sum()
     nz = p[p > 0]
     return {"tokens": int(counts.sum()), "codes_used": int((counts > 0).sum()),

@@ -31,6 +31,8 @@ def add_subparser(sub) -> None:
     e.add_argument("--json", default=None, help="also write the metrics to this file")
     e.add_argument("--no-repeat-ngram", type=int, default=0,
                    help="SAP-decoder greedy search never repeats an n-gram of this size (0: plain greedy)")
+    e.add_argument("--sets", default="events,gender,wer",
+                   help="comma-separated evaluation sets to measure (events, gender, wer; CER needs wer)")
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
@@ -70,6 +72,11 @@ def cmd_evaluate(args) -> int:
         raise SystemExit("uniaudio-rt evaluate: give --run or --tokenizer")
     if args.no_repeat_ngram < 0:
         raise SystemExit("uniaudio-rt evaluate: --no-repeat-ngram must be >= 0")
+    from .evaluate import SETS
+
+    sets = tuple(x.strip() for x in args.sets.split(",") if x.strip())
+    if not sets or any(x not in SETS for x in sets):
+        raise SystemExit(f"uniaudio-rt evaluate: --sets must name some of {', '.join(SETS)}, got {args.sets!r}")
     if args.threads is not None:
         if args.threads < 1:
             raise SystemExit("uniaudio-rt evaluate: --threads must be >= 1")
@@ -77,7 +84,7 @@ def cmd_evaluate(args) -> int:
 
         torch.set_num_threads(args.threads)
     res = evaluate(args.run, args.corpus, args.tokenizer, progress=not args.no_progress, out_json=args.json,
-                   no_repeat_ngram=args.no_repeat_ngram)
+                   no_repeat_ngram=args.no_repeat_ngram, sets=sets)
     print(json.dumps(res, indent=2, ensure_ascii=False))
     return 0
 

@@ -2,7 +2,9 @@
 
 - eval_events (keyword classes with >= ``min_class_clips`` clips): token-histogram vectors (L1
   normalised counts over the codebook), k-means with k = number of classes (10 restarts): cluster
-  purity; silhouette (cosine) of the true classes in histogram space.
+  purity (one clustering, and mean / std over 10 k-means seeds); silhouette (cosine) of the true
+  classes in histogram space; accuracy of a multi-class logistic-regression probe (3-fold stratified,
+  repeated 10 times: the smallest class has 3 clips), a less coarse measure than one clustering.
 - eval_gender: accuracy of a logistic-regression probe on the token histograms, 5-fold stratified
   cross-validation repeated 10 times with different splits (mean and std over the 50 folds; the
   repeats make the mean independent of one particular split), and the majority-class rate.
@@ -47,28 +49,44 @@ def histograms(tokens: list[list[int]], k: int) -> np.ndarray:
     return h
 
 
-def cluster_scores(h: np.ndarray, labels: list[str], seed: int = 0) -> dict:
+def cluster_scores(h: np.ndarray, labels: list[str], seed: int = 0, seeds: int = 10) -> dict:
+    """k-means (k = number of classes, 10 restarts) purity and the classes' cosine silhouette.
+    ``purity`` is the clustering with ``random_state=seed`` (what the tables before 2026-12-05 used);
+    ``purity_mean`` / ``purity_std`` are over ``seeds`` clusterings (random_state seed .. seed+seeds-1),
+    so that a difference of a clip or two between tokenizers can be told from k-means' own spread."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
     classes = sorted(set(labels))
     y = np.array([classes.index(c) for c in labels])
-    km = KMeans(n_clusters=len(classes), n_init=10, random_state=seed).fit(h)
-    purity = sum(np.bincount(y[km.labels_ == c]).max() for c in np.unique(km.labels_)) / len(y)
-    return {"clips": len(y), "classes": len(classes), "purity": float(purity),
+
+    def purity(rs: int) -> float:
+        km = KMeans(n_clusters=len(classes), n_init=10, random_state=rs).fit(h)
+        return float(sum(np.bincount(y[km.labels_ == c]).max() for c in np.unique(km.labels_)) / len(y))
+
+    ps = [purity(seed + i) for i in range(max(1, seeds))]
+    return {"clips": len(y), "classes": len(classes), "purity": ps[0],
+            "purity_mean": float(np.mean(ps)), "purity_std": float(np.std(ps)), "purity_seeds": len(ps),
             "silhouette": float(silhouette_score(h, y, metric="cosine")),
             "majority": float(np.bincount(y).max() / len(y))}
 
 
-def probe_scores(h: np.ndarray, labels: list[str], seed: int = 0, repeats: int = 10) -> dict:
+def probe_scores(h: np.ndarray, labels: list[str], seed: int = 0, repeats: int = 10, splits: int = 5) -> dict:
+    """Accuracy of a logistic-regression probe (any number of classes), stratified k-fold cross-validation
+    repeated ``repeats`` times; ``splits`` is lowered to the smallest class's clip count (>= 2)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
 
-    y = np.array([1 if v == "Male" else 0 for v in labels])
+    classes = sorted(set(labels))
+    y = np.array([classes.index(v) for v in labels])
+    counts = np.bincount(y)
+    if len(classes) < 2 or counts.min() < 2:
+        raise ValueError(f"a probe needs >= 2 classes of >= 2 clips each, got {dict(zip(classes, counts.tolist()))}")
+    k = int(min(splits, counts.min()))
     acc = cross_val_score(LogisticRegression(max_iter=5000, C=10.0), h, y,
-                          cv=RepeatedStratifiedKFold(n_splits=5, n_repeats=repeats, random_state=seed))
+                          cv=RepeatedStratifiedKFold(n_splits=k, n_repeats=repeats, random_state=seed))
     return {"clips": len(y), "accuracy": float(acc.mean()), "accuracy_std": float(acc.std()),
-            "folds": int(acc.size), "majority": float(max(y.mean(), 1 - y.mean()))}
+            "folds": int(acc.size), "majority": float(counts.max() / len(y))}
 
 
 def token_runs(tokens: list[list[int]], rate_hz: float) -> dict:
@@ -134,11 +152,15 @@ def transcribe(run: str, encoder, audios: list[np.ndarray], batch: int = 16, pro
     return [texts[i] for i in range(len(audios))]
 
 
+SETS = ("events", "gender", "wer")
+
+
 def evaluate(run: Optional[str], corpus: str, tokenizer_dir: Optional[str] = None, progress: bool = True,
-             out_json: Optional[str] = None, no_repeat_ngram: int = 0) -> dict:
+             out_json: Optional[str] = None, no_repeat_ngram: int = 0, sets: tuple = SETS) -> dict:
     """Metrics of ``RUN/tokenizer`` (or ``tokenizer_dir``); CER needs ``RUN/sap_decoder``.
     ``no_repeat_ngram`` > 0: the SAP decoder's greedy search never repeats an n-gram (0: plain
-    greedy, what docs/RESULTS.md's table used)."""
+    greedy, what docs/RESULTS.md's table used). ``sets``: which of ``SETS`` to measure (usage covers
+    the sets measured)."""
     from ..checkpoint import load_encoder
     from ..default_model import usage_stats
     from ..tokenizer import Tokenizer
@@ -147,8 +169,11 @@ def evaluate(run: Optional[str], corpus: str, tokenizer_dir: Optional[str] = Non
     encoder = load_encoder(path).eval()
     tok = Tokenizer(encoder, copy_model=True)
     k = encoder.config.quantize_vocab_size
-    sets = eval_clips(corpus)
-    res: dict = {"tokenizer": path, "codebook": k}
+    bad = [x for x in sets if x not in SETS]
+    if bad or not sets:
+        raise ValueError(f"sets must be a non-empty subset of {SETS}, got {list(sets)}")
+    sets = {n: rows for n, rows in eval_clips(corpus).items() if n[len("eval_"):] in sets}
+    res: dict = {"tokenizer": path, "codebook": k, "sets": [n[len("eval_"):] for n in sets]}
     all_tokens: list[int] = []
     toks = {}
     wer_audio: list[np.ndarray] = []
@@ -158,14 +183,22 @@ def evaluate(run: Optional[str], corpus: str, tokenizer_dir: Optional[str] = Non
         all_tokens += [t for ts in toks[name] for t in ts]
         if name == "eval_wer":
             wer_audio = audios
-    ev = [r["event"] for r in sets["eval_events"]]
-    res["events"] = (cluster_scores(histograms(toks["eval_events"], k), ev) if len(set(ev)) >= 2
-                     else {"clips": len(ev), "skipped": "fewer than 2 event classes"})
-    gen = [r["gender"] for r in sets["eval_gender"]]
-    res["gender"] = (probe_scores(histograms(toks["eval_gender"], k), gen) if min(gen.count("Female"), gen.count("Male")) >= 5
-                     else {"clips": len(gen), "skipped": "fewer than 5 clips of a gender"})
+    if "eval_events" in sets:
+        ev = [r["event"] for r in sets["eval_events"]]
+        if len(set(ev)) >= 2:
+            h = histograms(toks["eval_events"], k)
+            res["events"] = cluster_scores(h, ev)
+            res["events"]["probe"] = probe_scores(h, ev)
+        else:
+            res["events"] = {"clips": len(ev), "skipped": "fewer than 2 event classes"}
+    if "eval_gender" in sets:
+        gen = [r["gender"] for r in sets["eval_gender"]]
+        res["gender"] = (probe_scores(histograms(toks["eval_gender"], k), gen)
+                         if min(gen.count("Female"), gen.count("Male")) >= 5
+                         else {"clips": len(gen), "skipped": "fewer than 5 clips of a gender"})
     res["usage"] = usage_stats(np.asarray(all_tokens), k)
-    res["speech_runs"] = token_runs(toks["eval_wer"], encoder.config.token_rate)
+    if "eval_wer" in sets:
+        res["speech_runs"] = token_runs(toks["eval_wer"], encoder.config.token_rate)
     if run is not None and os.path.isdir(os.path.join(run, "sap_decoder")) and wer_audio:
         with open(os.path.join(run, "sap_decoder", "config.json")) as f:
             mode = json.load(f)["target"]

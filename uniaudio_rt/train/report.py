@@ -16,16 +16,20 @@ def _f(x, fmt=".3f") -> str:
 def row(label: str, m: dict, steps=None, ce=None) -> str:
     ev, ge, us, asr = m["events"], m["gender"], m["usage"], m.get("asr", {})
     runs = m.get("speech_runs", {})
+    probe = ev.get("probe", {})
     return (f"| {label} | {_f(steps, 'd') if steps is not None else '–'} | {_f(ce)} | {_f(ev.get('purity'))} | "
-            f"{_f(ev.get('silhouette'))} | {_f(ge.get('accuracy'))} ± {_f(ge.get('accuracy_std'))} | "
+            f"{_f(ev.get('purity_mean'))} ± {_f(ev.get('purity_std'))} | {_f(ev.get('silhouette'))} | "
+            f"{_f(probe.get('accuracy'))} ± {_f(probe.get('accuracy_std'))} | "
+            f"{_f(ge.get('accuracy'))} ± {_f(ge.get('accuracy_std'))} | "
             f"{_f(asr.get('cer'))} | {_f(asr.get('wer'))} | {us['codes_used']} ({_f(us['usage'], '.1%')}) | "
             f"{_f(us['perplexity'], '.1f')} | {_f(runs.get('changes_per_s'), '.1f')} |")
 
 
 def table(runs: list[str], extra: dict[str, str] | None = None) -> str:
-    lines = ["| tokenizer | steps | final CE | event purity | event silhouette | gender probe acc. | "
-             "SAP-decoder CER | WER | codes used | perplexity | code changes/s (speech) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| tokenizer | steps | final CE | event purity | purity, 10 k-means seeds | event silhouette | "
+             "event probe acc. | gender probe acc. | SAP-decoder CER | WER | codes used | perplexity | "
+             "code changes/s (speech) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, path in (extra or {}).items():
         lines.append(row(label, json.load(open(path))))
     for run in runs:

@@ -30,6 +30,9 @@ def ship(run: str, out: str, corpus: str, metrics_json: str | None = None, progr
     log = [json.loads(line) for line in open(os.path.join(run, "train_log.jsonl"))]
     steps = [r for r in log if "step" in r]
     metrics = json.load(open(metrics_json or os.path.join(run, "metrics.json")))
+    missing = [k for k in ("events", "gender", "usage") if k not in metrics]
+    if missing:
+        raise ValueError(f"the metrics lack {missing}: ship from a full `uniaudio-rt evaluate` (no --sets)")
 
     fp32 = load_encoder(tok_dir).eval()
     if os.path.isdir(out):
