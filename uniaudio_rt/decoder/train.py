@@ -151,11 +151,9 @@ def clip_features(audio16: np.ndarray, n_tokens: int,
 def prepare_data(cfg: DecoderTrainConfig, progress: bool = True) -> DecoderData:
     """Tokens, waveform, mel and F0 of the training clips, computed once per (tokenizer, clip list)
     and stored under ``cfg.cache`` (default ``<corpus>/.decoder_data``). Work is done in shards of
-    ``prep_batch`` clips that are kept until the end, so an interrupted preparation resumes."""
-    from tqdm import tqdm
-
-    from ..tokenizer import Tokenizer
-    from ..train.loop import load_clip_audio
+    ``prep_batch`` clips that are kept until the end, so an interrupted preparation resumes. Runs that
+    need the same data at the same time prepare it once: the others wait for it."""
+    from ..train.features import cache_build_lock
 
     rows = select_clips(cfg)
     tok_dir = _tokenizer_dir(cfg.tokenizer)
@@ -168,7 +166,18 @@ def prepare_data(cfg: DecoderTrainConfig, progress: bool = True) -> DecoderData:
     path = os.path.join(cfg.cache or os.path.join(cfg.corpus, ".decoder_data"), h.hexdigest()[:16])
     if os.path.exists(os.path.join(path, "index.json")):
         return open_data(path)
-    os.makedirs(path, exist_ok=True)
+    with cache_build_lock(path):
+        if os.path.exists(os.path.join(path, "index.json")):   # built by another run while this one waited
+            return open_data(path)
+        return _write_data(cfg, rows, tok_dir, path, progress)
+
+
+def _write_data(cfg: DecoderTrainConfig, rows: list[dict], tok_dir: str, path: str, progress: bool) -> DecoderData:
+    from tqdm import tqdm
+
+    from ..tokenizer import Tokenizer
+    from ..train.loop import load_clip_audio
+
     tok = Tokenizer.from_pretrained(tok_dir, batch_size=16)
     flow_cfg = FlowConfig(vocab_size=tok.vocab_size, input_frame_rate=tok.frame_rate)
     load = load_clip_audio(cfg.corpus)

@@ -9,18 +9,45 @@ features.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..mel import HOP_LENGTH, log_mel_spectrogram
 from ..models.encoder import WhisperVQEncoder
+
+
+log = logging.getLogger("uniaudio_rt.train")
+
+
+@contextlib.contextmanager
+def cache_build_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive lock on the cache folder ``path`` (created if missing) while building it.
+
+    Runs started side by side on one corpus share its caches; without the lock both built the same
+    cache into the same temporary files and one of them failed. The second run now waits, then finds
+    the finished cache (callers check for it again once they hold the lock).
+    """
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, ".lock"), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process building %s", path)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -56,22 +83,31 @@ def _clip_frames(n_samples: int) -> int:
     return math.ceil(math.ceil(n_samples / HOP_LENGTH) / 2)
 
 
-@torch.no_grad()
 def build_cache(model: WhisperVQEncoder, positions: int, clips: Sequence[dict], load_audio, cache_dir: str,
                 batch_frames: int = 6000, progress: bool = True) -> FeatureCache:
     """Run the frozen front on every clip (sorted by length, batched) and store the frames.
 
     ``clips``: dicts with ``id`` and ``md5``; ``load_audio(clip) -> float32 16 kHz mono numpy``.
     """
-    from tqdm import tqdm
-
     ids = [c["id"] for c in clips]
     key = cache_key(model, positions, ids, [c.get("md5", "") for c in clips])
     path = os.path.join(cache_dir, f"front{positions}-{key}")
     meta = os.path.join(path, "index.json")
     if os.path.exists(meta):
         return open_cache(path)
-    os.makedirs(path, exist_ok=True)
+    with cache_build_lock(path):
+        if not os.path.exists(meta):   # built by another process while this one waited
+            _write_cache(model, positions, clips, load_audio, path, batch_frames, progress)
+    return open_cache(path)
+
+
+@torch.no_grad()
+def _write_cache(model: WhisperVQEncoder, positions: int, clips: Sequence[dict], load_audio, path: str,
+                 batch_frames: int, progress: bool) -> None:
+    from tqdm import tqdm
+
+    ids = [c["id"] for c in clips]
+    meta = os.path.join(path, "index.json")
     model = model.eval()
     stride = model.config.samples_per_token
     audio = {}
@@ -121,7 +157,6 @@ def build_cache(model: WhisperVQEncoder, positions: int, clips: Sequence[dict], 
     with open(meta + ".tmp", "w") as f:
         json.dump({"ids": ids, "offsets": offsets.tolist(), "positions": positions}, f)
     os.replace(meta + ".tmp", meta)
-    return open_cache(path)
 
 
 def open_cache(path: str) -> FeatureCache:
