@@ -223,6 +223,11 @@ def test_evaluate_runs_on_tiny(corpus, tmp_path, one_torch_thread):
     shipped = tmp_path / "default"
     with pytest.raises(ValueError, match="full"):      # metrics of a partial evaluation are not a model card
         ship(str(out), str(shipped), corpus, metrics_json=str(out / "wer_only.json"))
+    os.replace(out / "metrics.json", out / "metrics.json.bak")   # not evaluated yet: say what to run
+    with pytest.raises(SystemExit, match="uniaudio-rt evaluate --run"):
+        main(["train-ship", "--run", str(out), "--corpus", corpus, "--out", str(shipped)])
+    os.replace(out / "metrics.json.bak", out / "metrics.json")
+    assert not shipped.exists()
     stats = ship(str(out), str(shipped), corpus)
     assert sorted(os.listdir(shipped)) == ["README.md", "build_stats.json", "config.json", "model.safetensors"]
     assert stats["steps"] == 2 and stats["fp16_vs_fp32_token_agreement"] > 0.9

@@ -93,7 +93,10 @@ def cmd_ship(args) -> int:
     from ..tokenizer import DEFAULT_MODEL_DIR
     from .ship import ship
 
-    stats = ship(args.run, args.out or DEFAULT_MODEL_DIR, args.corpus)
+    try:
+        stats = ship(args.run, args.out or DEFAULT_MODEL_DIR, args.corpus)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"uniaudio-rt train-ship: {e}")
     print(json.dumps({k: v for k, v in stats.items() if k != "train_config"}, indent=1, ensure_ascii=False))
     return 0
 

@@ -29,7 +29,12 @@ def ship(run: str, out: str, corpus: str, metrics_json: str | None = None, progr
         train_cfg = json.load(f)
     log = [json.loads(line) for line in open(os.path.join(run, "train_log.jsonl"))]
     steps = [r for r in log if "step" in r]
-    metrics = json.load(open(metrics_json or os.path.join(run, "metrics.json")))
+    metrics_path = metrics_json or os.path.join(run, "metrics.json")
+    if not os.path.exists(metrics_path):
+        raise FileNotFoundError(f"no evaluation metrics at {metrics_path}: run `uniaudio-rt evaluate --run {run} "
+                                f"--corpus CORPUS --json {metrics_path}` first")
+    with open(metrics_path) as f:
+        metrics = json.load(f)
     missing = [k for k in ("events", "gender", "usage") if k not in metrics]
     if missing:
         raise ValueError(f"the metrics lack {missing}: ship from a full `uniaudio-rt evaluate` (no --sets)")
