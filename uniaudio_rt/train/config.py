@@ -10,12 +10,14 @@ from typing import Any, Optional
 from .targets import MODES
 
 
+SAE_NORM_INITS = ("whisper", "identity")
+
 # keys a resumed run may change (they do not affect what the checkpoint holds)
 VOLATILE = ("steps", "checkpoint_every", "log_every", "threads")
 
 
 # fields added after checkpoints existed -> their "unset" value (the behaviour before the field)
-ADDED_LATER = {"lr_sae": None, "commit_normalize": False}
+ADDED_LATER = {"lr_sae": None, "commit_normalize": False, "sae_norm_init": "whisper"}
 
 
 @dataclass
@@ -29,6 +31,10 @@ class TrainConfig:
     target: str = "sap"                    # "sap" (SAP JSON) or "transcript" (transcription only)
     sae: bool = True                       # SAE gated residual from `sae_source` into the quantizer
     sae_source: int = 1
+    sae_norm_init: str = "whisper"         # SAE output LayerNorm at start: "whisper" = a copy of Whisper's
+                                           # final LayerNorm (which the decoder side applies again after the
+                                           # quantizer), "identity" = weight 1, bias 0 (the decoder then sees
+                                           # exactly Whisper's normalised features at init)
     vocab_size: int = 1024
     frozen_positions: int = 1              # conv front end + this many layers are frozen (cached)
     steps: int = 400
@@ -67,6 +73,8 @@ class TrainConfig:
         bad = {k: v for k, v in self.source_repeats.items() if not isinstance(v, int) or v < 0}
         if bad:
             raise ValueError(f"source_repeats values must be integers >= 0, got {bad}")
+        if self.sae_norm_init not in SAE_NORM_INITS:
+            raise ValueError(f"sae_norm_init must be one of {SAE_NORM_INITS}, got {self.sae_norm_init!r}")
         if self.frozen_positions < 0:
             raise ValueError(f"frozen_positions must be >= 0, got {self.frozen_positions}")
         if self.sae and self.sae_source < self.frozen_positions:

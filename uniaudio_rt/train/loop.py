@@ -252,7 +252,8 @@ def train(cfg: TrainConfig, progress: bool = True, max_steps: Optional[int] = No
     random.seed(cfg.seed)
     ct2_dir = cfg.whisper or default_whisper_dir()
     encoder = build_encoder(ct2_dir, cfg.vocab_size, cfg.sae, cfg.sae_source, cfg.ema_decay,
-                            cfg.restart_interval, cfg.commit_coefficient, cfg.commit_normalize)
+                            cfg.restart_interval, cfg.commit_coefficient, cfg.commit_normalize,
+                            cfg.sae_norm_init)
     decoder, _ = load_ct2_whisper_decoder(ct2_dir)
     text_tok = WhisperTextTokenizer.from_dir(ct2_dir)
     prompt, eot = list(text_tok.transcribe_prompt), text_tok.eot

@@ -21,9 +21,16 @@ from ..models.encoder import WhisperVQEncoder
 
 def build_encoder(ct2_dir: str, vocab_size: int, sae: bool, sae_source: int = 1, ema_decay: float = 0.99,
                   restart_interval: int = 25, commit_coefficient: float = 0.25,
-                  commit_normalize: bool = False) -> WhisperVQEncoder:
+                  commit_normalize: bool = False, sae_norm_init: str = "whisper") -> WhisperVQEncoder:
     """Whisper encoder (real weights) in the WhisperVQ layout: avg pooling 2 after the last layer
-    (25 Hz), quantizer at the last layer, optionally the SAE branch from ``sae_source`` into it."""
+    (25 Hz), quantizer at the last layer, optionally the SAE branch from ``sae_source`` into it.
+
+    The SAE's output LayerNorm sits before the quantizer, and Whisper's final LayerNorm follows the
+    quantizer (what the SAP decoder attends). ``sae_norm_init="whisper"`` starts the SAE norm as a
+    copy of that final norm, so the decoder initially sees Whisper's normalisation applied twice
+    (its gain squared: 0.44-12 per channel for tiny.en); ``"identity"`` starts it at weight 1, bias 0,
+    so ``layer_norm(sae_norm(x)) == layer_norm(x)`` and the decoder starts on the features it was
+    trained on, as without the SAE."""
     from ..convert.whisper_ct2 import ct2_whisper_dims, load_ct2_whisper_encoder
     from ..convert.ctranslate2_format import read_ct2_model
 
@@ -37,9 +44,15 @@ def build_encoder(ct2_dir: str, vocab_size: int, sae: bool, sae_source: int = 1,
         quantize_position=n, quantize_ema_decay=ema_decay, quantize_restart_interval=restart_interval,
         quantize_commit_coefficient=commit_coefficient, quantize_commit_normalize=commit_normalize,
         **residual)
+    if sae_norm_init not in ("whisper", "identity"):
+        raise ValueError(f"sae_norm_init must be 'whisper' or 'identity', got {sae_norm_init!r}")
     if model.residual_output_norm is not None:
-        with torch.no_grad():  # the quantizer starts on Whisper's normalised features
-            model.residual_output_norm.load_state_dict(model.layer_norm.state_dict())
+        with torch.no_grad():
+            if sae_norm_init == "whisper":  # the quantizer starts on Whisper's normalised features
+                model.residual_output_norm.load_state_dict(model.layer_norm.state_dict())
+            else:
+                model.residual_output_norm.weight.fill_(1.0)
+                model.residual_output_norm.bias.zero_()
     return model
 
 
