@@ -157,16 +157,18 @@ def test_report_names_the_variant_and_its_sae_rate(tmp_path):
 
     m = {"events": {"purity": 0.5, "silhouette": 0.1}, "gender": {"accuracy": 0.7, "accuracy_std": 0.05},
          "usage": {"codes_used": 10, "usage": 0.5, "perplexity": 8.0}, "speech_runs": {"changes_per_s": 12.5}}
-    for name, extra in (("c", {}), ("c2", {"lr_sae": 3e-5}), ("c3", {"lr_sae": 3e-5, "commit_normalize": True})):
+    for name, extra in (("c", {}), ("c2", {"lr_sae": 3e-5}), ("c3", {"lr_sae": 3e-5, "commit_normalize": True}),
+                        ("c4", {"commit_normalize": True, "sae_norm_init": "identity"})):
         d = tmp_path / name
         d.mkdir()
         (d / "train_config.json").write_text(json.dumps({"target": "sap", "sae": True, **extra}))
         (d / "train_log.jsonl").write_text(json.dumps({"step": 3, "ce": 1.5}) + "\n")
         (d / "metrics.json").write_text(json.dumps(m))
-    rows = table([str(tmp_path / n) for n in ("c", "c2", "c3")]).splitlines()
+    rows = table([str(tmp_path / n) for n in ("c", "c2", "c3", "c4")]).splitlines()
     assert rows[2].startswith("| (c) SAP + SAE | 3 | 1.500 | 0.500 |") and rows[2].endswith("| 8.0 | 12.5 |")
     assert rows[3].startswith("| (c) SAP + SAE, SAE lr 3e-05 |")
     assert rows[4].startswith("| (c) SAP + SAE, SAE lr 3e-05, normalized commitment |")
+    assert rows[5].startswith("| (c) SAP + SAE, normalized commitment, SAE norm started at identity |")
     assert "| 0.500 | – ± – | 0.100 | – ± – | 0.700 ± 0.050 |" in rows[2]   # metrics from before the seeds/probe
     m["events"].update(purity_mean=0.45, purity_std=0.02, probe={"accuracy": 0.6, "accuracy_std": 0.1})
     (tmp_path / "c" / "metrics.json").write_text(json.dumps(m))

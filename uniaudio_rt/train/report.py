@@ -41,6 +41,8 @@ def table(runs: list[str], extra: dict[str, str] | None = None) -> str:
             label += f", SAE lr {cfg['lr_sae']:g}"
         if cfg.get("commit_normalize"):
             label += ", normalized commitment"
+        if cfg["sae"] and cfg.get("sae_norm_init", "whisper") != "whisper":
+            label += f", SAE norm started at {cfg['sae_norm_init']}"
         lines.append(row(label, json.load(open(os.path.join(run, "metrics.json"))), last["step"], last["ce"]))
     m = json.load(open(os.path.join(runs[-1], "metrics.json"))) if runs else None
     if m:
