@@ -33,6 +33,10 @@ def build_encoder(ct2_dir: str, vocab_size: int, sae: bool, sae_source: int = 1,
     trained on, as without the SAE."""
     from ..convert.whisper_ct2 import ct2_whisper_dims, load_ct2_whisper_encoder
     from ..convert.ctranslate2_format import read_ct2_model
+    from .config import SAE_NORM_INITS
+
+    if sae_norm_init not in SAE_NORM_INITS:  # before the weights are read
+        raise ValueError(f"sae_norm_init must be one of {SAE_NORM_INITS}, got {sae_norm_init!r}")
 
     n = ct2_whisper_dims(read_ct2_model(ct2_dir))["encoder_layers"]
     residual = dict(encoder_residual_source_position=sae_source, encoder_residual_target_position=n,
@@ -44,15 +48,12 @@ def build_encoder(ct2_dir: str, vocab_size: int, sae: bool, sae_source: int = 1,
         quantize_position=n, quantize_ema_decay=ema_decay, quantize_restart_interval=restart_interval,
         quantize_commit_coefficient=commit_coefficient, quantize_commit_normalize=commit_normalize,
         **residual)
-    if sae_norm_init not in ("whisper", "identity"):
-        raise ValueError(f"sae_norm_init must be 'whisper' or 'identity', got {sae_norm_init!r}")
     if model.residual_output_norm is not None:
         with torch.no_grad():
             if sae_norm_init == "whisper":  # the quantizer starts on Whisper's normalised features
                 model.residual_output_norm.load_state_dict(model.layer_norm.state_dict())
-            else:
-                model.residual_output_norm.weight.fill_(1.0)
-                model.residual_output_norm.bias.zero_()
+            else:  # LayerNorm's own init: weight 1, bias 0
+                model.residual_output_norm.reset_parameters()
     return model
 
 
