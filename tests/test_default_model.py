@@ -46,7 +46,8 @@ def test_default_model_tokenizes_real_speech(default_tok, speech_files):
 
 def test_default_model_tokens_follow_phones(default_tok, speech_files):
     """Read speech has ~12-15 phones a second; the collapsed plain-commitment tokenizer shipped
-    before 2026-12-02 changed code 8.0 times a second on these prompts, this one 14.6."""
+    before 2026-12-02 changed code 8.0 times a second on these prompts, the one shipped 2026-12-02 14.6,
+    the identity-start one shipped 2026-12-07 14.0."""
     from uniaudio_rt.train.evaluate import token_runs
 
     runs = token_runs([list(t) for t in default_tok.encode_batch(speech_files)], default_tok.frame_rate)
@@ -56,7 +57,10 @@ def test_default_model_tokens_follow_phones(default_tok, speech_files):
 def test_sae_is_trained():
     m = load_encoder(DEFAULT_MODEL_DIR)
     assert float(m.residual_adapter[2].weight.detach().abs().max()) > 0.0  # the adapter starts at zero
-    assert not torch.equal(m.residual_output_norm.weight, m.layer_norm.weight)
+    # the SAE's output norm left its start (a copy of Whisper's final norm, or identity since 2026-12-07)
+    norm = m.residual_output_norm
+    assert not torch.equal(norm.weight, m.layer_norm.weight)
+    assert not (torch.equal(norm.weight, torch.ones_like(norm.weight)) and torch.equal(norm.bias, torch.zeros_like(norm.bias)))
 
 
 def test_default_model_is_whisper_tiny_en(stats):
