@@ -12,6 +12,12 @@ from .targets import MODES
 
 SAE_NORM_INITS = ("whisper", "identity")
 
+
+def check_sae_norm_init(value: str) -> None:
+    """The one check of ``sae_norm_init`` (TrainConfig and build_encoder both call it)."""
+    if value not in SAE_NORM_INITS:
+        raise ValueError(f"sae_norm_init must be one of {SAE_NORM_INITS}, got {value!r}")
+
 # keys a resumed run may change (they do not affect what the checkpoint holds)
 VOLATILE = ("steps", "checkpoint_every", "log_every", "threads")
 
@@ -73,8 +79,7 @@ class TrainConfig:
         bad = {k: v for k, v in self.source_repeats.items() if not isinstance(v, int) or v < 0}
         if bad:
             raise ValueError(f"source_repeats values must be integers >= 0, got {bad}")
-        if self.sae_norm_init not in SAE_NORM_INITS:
-            raise ValueError(f"sae_norm_init must be one of {SAE_NORM_INITS}, got {self.sae_norm_init!r}")
+        check_sae_norm_init(self.sae_norm_init)
         if self.frozen_positions < 0:
             raise ValueError(f"frozen_positions must be >= 0, got {self.frozen_positions}")
         if self.sae and self.sae_source < self.frozen_positions:

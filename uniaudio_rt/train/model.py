@@ -33,10 +33,9 @@ def build_encoder(ct2_dir: str, vocab_size: int, sae: bool, sae_source: int = 1,
     trained on, as without the SAE."""
     from ..convert.whisper_ct2 import ct2_whisper_dims, load_ct2_whisper_encoder
     from ..convert.ctranslate2_format import read_ct2_model
-    from .config import SAE_NORM_INITS
+    from .config import check_sae_norm_init
 
-    if sae_norm_init not in SAE_NORM_INITS:  # before the weights are read
-        raise ValueError(f"sae_norm_init must be one of {SAE_NORM_INITS}, got {sae_norm_init!r}")
+    check_sae_norm_init(sae_norm_init)  # before the weights are read
 
     n = ct2_whisper_dims(read_ct2_model(ct2_dir))["encoder_layers"]
     residual = dict(encoder_residual_source_position=sae_source, encoder_residual_target_position=n,
