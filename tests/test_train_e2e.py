@@ -173,6 +173,14 @@ def test_report_names_the_variant_and_its_sae_rate(tmp_path):
     m["events"].update(purity_mean=0.45, purity_std=0.02, probe={"accuracy": 0.6, "accuracy_std": 0.1})
     (tmp_path / "c" / "metrics.json").write_text(json.dumps(m))
     assert "| 0.500 | 0.450 ± 0.020 | 0.100 | 0.600 ± 0.100 | 0.700 ± 0.050 |" in table([str(tmp_path / "c")])
+    assert "Acoustic detail" not in table([str(tmp_path / "c")])
+    probe = {"r2": 0.5, "r2_std": 0.01}
+    (tmp_path / "c4" / "acoustic.json").write_text(json.dumps(      # a run evaluated with --sets acoustic
+        {"acoustic": {"frames": 900, "mel": probe, "level": probe, "log_f0": {"r2": 0.25, "r2_std": 0.02}}}))
+    md = table([str(tmp_path / n) for n in ("c", "c4")])
+    assert md.count("Acoustic detail") == 1
+    assert md.splitlines()[-1] == ("| (c) SAP + SAE, normalized commitment, SAE norm started at identity (c4) | "
+                                   "0.500 ± 0.010 | 0.500 ± 0.010 | 0.250 ± 0.020 | – | 900 |")
 
 
 def test_token_runs_counts_changes_and_run_lengths():
@@ -219,6 +227,52 @@ def test_event_probe_is_multiclass_and_purity_has_a_spread():
     assert mixed["purity_mean"] < 1.0 and mixed["purity_std"] >= 0.0
 
 
+def test_code_probe_explains_what_the_code_determines_on_held_out_clips():
+    from uniaudio_rt.train.evaluate import code_probe
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 8, 2000)
+    groups = np.repeat(np.arange(40), 50)                  # 40 clips of 50 frames
+    table = rng.normal(size=(8, 3))
+    y = table[codes] + 0.1 * rng.normal(size=(2000, 3))    # the code determines the frame up to noise
+    r = code_probe(codes, y, groups, k=8)
+    assert r["frames"] == 2000 and r["folds"] == 5
+    assert r["r2"] > 0.95 and r["r2_std"] < 0.05
+    unrelated = code_probe(rng.integers(0, 8, 2000), y, groups, k=8)
+    assert unrelated["r2"] < 0.02                          # nothing to learn: no variance explained
+    clip_only = np.repeat(rng.normal(size=40), 50)         # a per-clip value the codes do not see
+    assert code_probe(codes, clip_only, groups, k=8)["r2"] < 0.02
+    with pytest.raises(ValueError, match="clips"):
+        code_probe(codes[:150], y[:150], groups[:150], k=8)   # 3 clips cannot make 5 folds
+
+
+def test_frame_features_follow_the_token_grid():
+    from uniaudio_rt.train.evaluate import acoustic_scores, frame_features
+
+    sr, spt = 16000, 640
+    t = np.arange(sr) / sr
+    x = np.concatenate([0.3 * np.sin(2 * np.pi * 200 * t), np.zeros(sr // 2)]).astype(np.float32)  # 1 s tone, 0.5 s silence
+    f = frame_features(x, 38, spt)                          # 1.5 s = 37.5 tokens -> padded to 38
+    assert f["mel"].shape == (38, 80) and f["level"].shape == (38,) and f["f0"].shape == (38,)
+    assert np.allclose(f["f0"][:25], 200.0, rtol=0.02)      # voiced tone frames
+    assert (f["f0"][26:] == 0).all()                         # silence is unvoiced
+    assert f["level"][:25].min() > f["level"][26:].max() + 40
+    with pytest.raises(ValueError, match="without tokens"):
+        frame_features(x, 0, spt)
+    rng = np.random.default_rng(0)
+    audios, tokens = [], []
+    for i in range(6):                                       # two tokens: tone (f0 varies by clip) and silence
+        tone = 0.3 * np.sin(2 * np.pi * (120 + 40 * i) * t[: sr // 2])
+        audios.append(np.concatenate([tone, np.zeros(sr // 2)]).astype(np.float32))
+        tokens.append([0] * 12 + [0] + [1] * 12)            # 25 tokens; token 12 straddles the edge
+    r = acoustic_scores(audios, tokens, 4, spt)
+    assert r["clips"] == 6 and r["frames"] == 150 and r["voiced_frames"] > 60
+    assert r["level"]["r2"] > 0.8                           # the two codes split loud from silent
+    assert r["log_f0"]["r2"] < 0.1                           # one code for every tone: F0 not in the code
+    with pytest.raises(ValueError, match="clips"):
+        acoustic_scores(audios[:3], tokens[:3], 4, spt)
+
+
 def test_evaluate_runs_on_tiny(corpus, tmp_path, one_torch_thread):
     from uniaudio_rt.train.evaluate import evaluate
 
@@ -247,6 +301,9 @@ def test_evaluate_runs_on_tiny(corpus, tmp_path, one_torch_thread):
     assert only["sets"] == ["wer"] and "events" not in only and "gender" not in only
     assert only["asr"]["cer"] == res["asr"]["cer"] and only["speech_runs"] == res["speech_runs"]
     assert "speech_runs" not in evaluate(str(out), corpus, progress=False, sets=("events",))
+    assert res["acoustic"] == {"clips": 4, "skipped": "fewer than 5 speech clips"}   # the tiny subset: 4 prompts
+    ac = evaluate(str(out), corpus, progress=False, sets=("acoustic",))
+    assert ac["sets"] == ["acoustic"] and "asr" not in ac and "gender" not in ac and "speech_runs" not in ac
 
     from uniaudio_rt.train.report import table
     from uniaudio_rt.train.ship import ship

@@ -22,7 +22,7 @@ def add_subparser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
     e = sub.add_parser(
-        "evaluate", help="event purity, gender probe, SAP-decoder CER, codebook usage of a tokenizer",
+        "evaluate", help="event purity, gender probe, SAP-decoder CER, acoustic probes, codebook usage of a tokenizer",
         description="Metrics on the corpus' visible evaluation sets (docs/RESULTS.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("--run", default=None, help="training output directory (tokenizer/ + sap_decoder/)")
@@ -31,8 +31,9 @@ def add_subparser(sub) -> None:
     e.add_argument("--json", default=None, help="also write the metrics to this file")
     e.add_argument("--no-repeat-ngram", type=int, default=0,
                    help="SAP-decoder greedy search never repeats an n-gram of this size (0: plain greedy)")
-    e.add_argument("--sets", default="events,gender,wer",
-                   help="comma-separated evaluation sets to measure (events, gender, wer; CER needs wer)")
+    e.add_argument("--sets", default="events,gender,wer,acoustic",
+                   help="comma-separated evaluation sets to measure (events, gender, wer, acoustic; CER needs wer; "
+                        "acoustic: frame-level code probes of log-mel, level and F0 on the speech of gender and wer)")
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
