@@ -180,7 +180,7 @@ def test_report_names_the_variant_and_its_sae_rate(tmp_path):
     md = table([str(tmp_path / n) for n in ("c", "c4")])
     assert md.count("Acoustic detail") == 1
     assert md.splitlines()[-1] == ("| (c) SAP + SAE, normalized commitment, SAE norm started at identity (c4) | "
-                                   "0.500 ± 0.010 | 0.500 ± 0.010 | 0.250 ± 0.020 | – | 900 |")
+                                   "0.500 ± 0.010 | 0.500 ± 0.010 | 0.250 ± 0.020 | – | 900 | – | – | – |")
 
 
 def test_token_runs_counts_changes_and_run_lengths():
@@ -269,6 +269,8 @@ def test_frame_features_follow_the_token_grid():
     assert r["clips"] == 6 and r["frames"] == 150 and r["voiced_frames"] > 60
     assert r["level"]["r2"] > 0.8                           # the two codes split loud from silent
     assert r["log_f0"]["r2"] < 0.1                           # one code for every tone: F0 not in the code
+    scene = acoustic_scores(audios, tokens, 4, spt, pitch=False)   # the events' variant: no F0
+    assert "log_f0" not in scene and "voiced_frames" not in scene and scene["level"] == r["level"]
     with pytest.raises(ValueError, match="clips"):
         acoustic_scores(audios[:3], tokens[:3], 4, spt)
 

@@ -12,7 +12,8 @@
   the tokens' temporal resolution on this speech: code changes per second and the mean run of
   identical tokens in ms (read speech has ~12-15 phones/s; a decoder cannot render finer units than
   the tokens change at).
-- acoustic (the speech clips of eval_gender and eval_wer): how much of each 40 ms frame's sound the
+- acoustic (the speech clips of eval_gender and eval_wer; spectrum and level also on eval_events,
+  under ``acoustic.events``): how much of each 40 ms frame's sound the
   token alone determines. For every token frame: its log-mel spectrum (80 bins, log10 power, no
   per-clip floor, averaged over the token's 4 mel frames), its RMS level (dB) and, on voiced frames,
   its log2 F0 and its F0 relative to the clip's median (semitones: intonation, with the speaker's
@@ -162,9 +163,9 @@ def code_probe(codes: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int, fol
 
 
 def acoustic_scores(audios: list[np.ndarray], tokens: list[list[int]], k: int, samples_per_token: int,
-                    n_mels: int = 80, folds: int = 5) -> dict:
-    """Frame-level code probes (:func:`code_probe`) of log-mel, level, log F0 and F0 relative to the
-    clip median, over the clips' token frames (module docstring, "acoustic")."""
+                    n_mels: int = 80, folds: int = 5, pitch: bool = True) -> dict:
+    """Frame-level code probes (:func:`code_probe`) of log-mel, level and (``pitch``) log F0 and F0
+    relative to the clip median, over the clips' token frames (module docstring, "acoustic")."""
     codes, groups, mel, level, f0 = [], [], [], [], []
     for i, (a, t) in enumerate(zip(audios, tokens)):
         if len(t) == 0:
@@ -179,6 +180,8 @@ def acoustic_scores(audios: list[np.ndarray], tokens: list[list[int]], k: int, s
     res = {"clips": len(codes), "frames": int(codes_a.size),
            "mel": code_probe(codes_a, np.concatenate(mel), groups_a, k, folds),
            "level": code_probe(codes_a, np.concatenate(level), groups_a, k, folds)}
+    if not pitch:
+        return res
     rel = [np.where(f > 0, 12 * np.log2(np.where(f > 0, f, 1.0) / np.median(f[f > 0])), 0.0) if (f > 0).any()
            else np.zeros_like(f) for f in f0]
     voiced = np.concatenate([f > 0 for f in f0])
@@ -249,7 +252,7 @@ def evaluate(run: Optional[str], corpus: str, tokenizer_dir: Optional[str] = Non
     """Metrics of ``RUN/tokenizer`` (or ``tokenizer_dir``); CER needs ``RUN/sap_decoder``.
     ``no_repeat_ngram`` > 0: the SAP decoder's greedy search never repeats an n-gram (0: plain
     greedy, what docs/RESULTS.md's table used). ``sets``: which of ``SETS`` to measure (usage covers
-    the clips tokenized: ``acoustic`` tokenizes eval_gender and eval_wer)."""
+    the clips tokenized: ``acoustic`` tokenizes all three sets)."""
     from ..checkpoint import load_encoder
     from ..default_model import usage_stats
     from ..tokenizer import Tokenizer
@@ -262,7 +265,7 @@ def evaluate(run: Optional[str], corpus: str, tokenizer_dir: Optional[str] = Non
     if bad or not sets:
         raise ValueError(f"sets must be a non-empty subset of {SETS}, got {list(sets)}")
     wanted = tuple(x for x in SETS if x in sets)
-    load = set(wanted) - {"acoustic"} | ({"gender", "wer"} if "acoustic" in wanted else set())
+    load = set(wanted) - {"acoustic"} | ({"events", "gender", "wer"} if "acoustic" in wanted else set())
     data = {n: rows for n, rows in eval_clips(corpus).items() if n[len("eval_"):] in load}
     res: dict = {"tokenizer": path, "codebook": k, "sets": list(wanted)}
     all_tokens: list[int] = []
@@ -291,6 +294,10 @@ def evaluate(run: Optional[str], corpus: str, tokenizer_dir: Optional[str] = Non
         res["acoustic"] = (acoustic_scores(ac_audio, ac_toks, k, encoder.config.samples_per_token,
                                            encoder.config.num_mel_bins)
                            if n_clips >= 5 else {"clips": n_clips, "skipped": "fewer than 5 speech clips"})
+        if sum(1 for t in toks["eval_events"] if len(t)) >= 5:   # the scene sounds: spectrum and level only
+            res["acoustic"]["events"] = acoustic_scores(audio["eval_events"], toks["eval_events"], k,
+                                                        encoder.config.samples_per_token,
+                                                        encoder.config.num_mel_bins, pitch=False)
     res["usage"] = usage_stats(np.asarray(all_tokens), k)
     if "wer" in wanted:
         res["speech_runs"] = token_runs(toks["eval_wer"], encoder.config.token_rate)

@@ -31,7 +31,8 @@ def _r2(p: dict | None) -> str:
 
 def acoustic_row(label: str, ac: dict) -> str:
     return (f"| {label} | {_r2(ac.get('mel'))} | {_r2(ac.get('level'))} | {_r2(ac.get('log_f0'))} | "
-            f"{_r2(ac.get('f0_relative'))} | {ac.get('frames', '–')} |")
+            f"{_r2(ac.get('f0_relative'))} | {ac.get('frames', '–')} | {_r2(ac.get('events', {}).get('mel'))} | "
+            f"{_r2(ac.get('events', {}).get('level'))} | {ac.get('events', {}).get('frames', '–')} |")
 
 
 def acoustic_metrics(run: str) -> dict | None:
@@ -47,8 +48,9 @@ def acoustic_metrics(run: str) -> dict | None:
 
 def acoustic_table(rows: dict[str, dict]) -> str:
     """Frame-level code probes (``evaluate``'s acoustic set): R^2 on held-out clips ± std over folds."""
-    lines = ["| tokenizer | log-mel R² | level R² | log-F0 R² | F0 rel. to clip median R² | frames |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| tokenizer | speech: log-mel R² | level R² | log-F0 R² | F0 rel. to clip median R² | frames | "
+             "events: log-mel R² | level R² | frames |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [acoustic_row(label, ac) for label, ac in rows.items()]
     return "\n".join(lines)
 
