@@ -38,7 +38,16 @@ def test_detokenize_json_npy_and_errors(tmp_path, capsys):
     assert main(["detokenize", str(tmp_path / "t.json"), "-o", str(tmp_path / "c.wav"), "--decoder",
                  str(tmp_path / "nope")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+    assert main(["detokenize", str(tmp_path / "t.json"), "-o", str(tmp_path / "c.wav"), "--decoder", str(dec),
+                 "--flow-steps", "0"]) == 2
+    assert "n_timesteps must be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "c.wav").exists()
+    # sampler options: temperature 0 makes the flow independent of --seed, so only HiFT's noise differs
+    for name, seed in (("d.wav", "1"), ("e.wav", "2")):
+        assert main(["detokenize", str(tmp_path / "t.json"), "-o", str(tmp_path / name), "--decoder", str(dec),
+                     "--flow-steps", "3", "--cfg-rate", "0", "--temperature", "0", "--seed", seed]) == 0
+    d, e = sf.read(tmp_path / "d.wav")[0], sf.read(tmp_path / "e.wav")[0]
+    assert d.shape == e.shape and np.isfinite(d).all()
 
 
 def test_reconstruct_real_speech(tmp_path, speech_files):

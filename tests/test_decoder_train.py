@@ -695,3 +695,20 @@ def test_evaluate_decoder_two_clips(run, corpus, tmp_path, capsys):
     assert "WER" in (ship_dir / "README.md").read_text()
     with pytest.raises(SystemExit, match="no metrics"):
         main(["train-decoder-ship", "--run", str(run), "--out", str(tmp_path / "x")])
+    # a sampler comparison without the references: the reconstruction measured, the rest None;
+    # such metrics cannot ship (no reference, and not the sampler the shipped decoder uses)
+    quick = tmp_path / "q.json"
+    assert main(["evaluate-decoder", "--decoder", str(run / "decoder"), "--corpus", corpus, "--limit", "1",
+                 "--json", str(quick), "--beam-size", "1", "--threads", "1", "--no-progress", "--no-references",
+                 "--flow-steps", "2", "--temperature", "0"]) == 0
+    q = json.load(open(quick))
+    assert q["wer_original"] is None and q["wer_vocoder"] is None and q["mcd_db_vocoder_mean"] is None
+    assert q["wer_reconstructed"] >= 0 and q["mcd_db_mean"] > 0 and "asr_original" not in q["per_clip"][0]
+    assert q["sampling"] == {"n_timesteps": 2, "cfg_rate": None, "temperature": 0.0}
+    assert res["sampling"] == {"n_timesteps": None, "cfg_rate": None, "temperature": 1.0}
+    with pytest.raises(SystemExit, match="no reference measurements"):
+        main(["train-decoder-ship", "--run", str(run), "--metrics", str(quick), "--out", str(tmp_path / "y")])
+    res["sampling"] = {"n_timesteps": 20, "cfg_rate": None, "temperature": 1.0}
+    json.dump(res, open(tmp_path / "s.json", "w"))
+    with pytest.raises(SystemExit, match="sampler settings"):
+        main(["train-decoder-ship", "--run", str(run), "--metrics", str(tmp_path / "s.json"), "--out", str(tmp_path / "z")])

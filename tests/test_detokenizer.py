@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from uniaudio_rt.decoder.detokenizer import Detokenizer, StreamConfig
+from uniaudio_rt.decoder.detokenizer import Detokenizer, SamplingConfig, StreamConfig
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the tiny models run faster on one thread
@@ -102,3 +102,55 @@ def test_stream_with_full_attention_encoder_and_batch():
 def test_stream_config_is_checked():
     with pytest.raises(ValueError, match="StreamConfig.hift_lookahead must be >= 0, got -1"):
         StreamConfig(hift_lookahead=-1)
+
+
+def test_sampling_config_reaches_the_sampler():
+    """n_timesteps, cfg_rate and temperature change the one-shot and the streamed output as the Euler
+    sampler says: an explicit setting equal to the config's default gives the same audio, temperature 0
+    makes the output independent of the noise, and the streamed flow uses the same settings."""
+    t = tokens(16)
+    base = Detokenizer.random_tiny()
+    cfm = base.flow.cfg.cfm
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    ref = base(t, generator=g())
+    same = Detokenizer(base.flow, base.hift, sampling=SamplingConfig(cfm.n_timesteps, cfm.inference_cfg_rate, 1.0))
+    assert torch.equal(same(t, generator=g()), ref)
+    for s in (SamplingConfig(n_timesteps=cfm.n_timesteps + 3), SamplingConfig(cfg_rate=0.0),
+              SamplingConfig(temperature=0.5)):
+        assert not torch.allclose(Detokenizer(base.flow, base.hift, sampling=s)(t, generator=g()), ref)
+    # temperature 0: x_0 = 0, so the mel does not depend on the generator (HiFT's own noise does)
+    cold = Detokenizer(base.flow, base.hift, sampling=SamplingConfig(temperature=0.0))
+    mel = lambda s: cold.flow.inference(t[None], generator=torch.Generator().manual_seed(s),  # noqa: E731
+                                        **cold.sampling.kwargs())
+    assert torch.equal(mel(1), mel(2))
+    # the reference Euler loop by hand, no guidance, 2 steps from x_0 = 0
+    from uniaudio_rt.decoder.flow import t_schedule
+
+    with torch.inference_mode():
+        mu = base.flow.mu(t[None])
+        spks = base.flow.speaker(None, 1, mu.device)
+        x = torch.zeros_like(mu)
+        ts = t_schedule(2, cfm.t_scheduler)
+        for k in range(1, 3):
+            x = x + float(ts[k] - ts[k - 1]) * base.flow.decoder.estimator(x, mu, ts[k - 1], spks, torch.zeros_like(mu))
+    got = base.flow.inference(t[None], n_timesteps=2, cfg_rate=0.0, temperature=0.0)
+    torch.testing.assert_close(got, x)
+    # streaming uses the detokenizer's sampler: cold streamed mel is seed-independent too
+    def streamed_mel(seed):
+        fs = cold.flow_state()
+        out = []
+        for c in (t[None, :8], t[None, 8:]):
+            m, fs = cold.flow_step(fs, c, generator=torch.Generator().manual_seed(seed))
+            out.append(m)
+        m, fs = cold.flow_step(fs, t[None, :0], final=True, generator=torch.Generator().manual_seed(seed))
+        return torch.cat(out + [m], dim=-1)
+    assert torch.equal(streamed_mel(1), streamed_mel(2))
+
+
+@pytest.mark.parametrize("kwargs,msg", [({"n_timesteps": 0}, "n_timesteps must be a positive integer"),
+                                        ({"n_timesteps": 2.5}, "n_timesteps must be a positive integer"),
+                                        ({"cfg_rate": -0.1}, "cfg_rate must be a finite number >= 0"),
+                                        ({"temperature": float("nan")}, "temperature must be a finite number >= 0")])
+def test_sampling_config_is_checked(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        SamplingConfig(**kwargs)

@@ -45,12 +45,30 @@ def _read_tokens(path: str) -> list[list[int]]:
     return out
 
 
+def add_sampling_args(p) -> None:
+    """The flow sampler's options (SamplingConfig), shared by detokenize, reconstruct, evaluate-decoder."""
+    g = p.add_argument_group("flow sampler (default: the decoder config's)")
+    g.add_argument("--flow-steps", type=int, default=None, metavar="N",
+                   help="Euler steps of the flow-matching ODE (public recipe: 10)")
+    g.add_argument("--cfg-rate", type=float, default=None, metavar="R",
+                   help="classifier-free guidance rate (public recipe: 0.7; 0 = no guidance)")
+    g.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="scale of the initial noise (0 = deterministic ODE from zero)")
+
+
+def sampling_from_args(args):
+    from .detokenizer import SamplingConfig
+
+    return SamplingConfig(n_timesteps=args.flow_steps, cfg_rate=args.cfg_rate, temperature=args.temperature)
+
+
 def _load_decoder(args):
     from .detokenizer import Detokenizer
 
+    sampling = sampling_from_args(args)   # bad values fail before the weights load
     if args.decoder is not None and not os.path.isdir(args.decoder):
         raise ValueError(f"--decoder {args.decoder!r} is not a directory (expected config.yaml, flow.pt, hift.pt)")
-    return Detokenizer.from_pretrained(args.decoder)
+    return Detokenizer.from_pretrained(args.decoder, sampling=sampling)
 
 
 def _write(wav, rate: int, path: str) -> None:
@@ -112,6 +130,7 @@ def add_subparser(sub) -> None:
     p.add_argument("--decoder", default=None,
                    help="decoder directory: config.yaml, flow.pt, hift.pt (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="flow-matching noise seed")
+    add_sampling_args(p)
     p.set_defaults(func=_clean_errors(cmd_detokenize))
     p = sub.add_parser("reconstruct", help="audio -> tokens -> audio", description=__doc__)
     p.add_argument("input", help="audio file")
@@ -120,4 +139,5 @@ def add_subparser(sub) -> None:
     p.add_argument("--decoder", default=None,
                    help="decoder directory: config.yaml, flow.pt, hift.pt (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="flow-matching noise seed")
+    add_sampling_args(p)
     p.set_defaults(func=_clean_errors(cmd_reconstruct))

@@ -12,6 +12,10 @@
   source of the left context is reused, and the iSTFT overlap-add tail is carried (ops.istft_ola).
   When both contexts cover HiFT's receptive field, the streamed waveform equals the one-shot one.
 
+``SamplingConfig`` sets the flow sampler (Euler steps, classifier-free guidance rate, the initial
+noise's scale) for both; its defaults are the decoder config's (the public recipe: 10 steps, rate 0.7,
+temperature 1).
+
 All state lives in the explicit ``FlowStreamState`` / ``VocoderStreamState`` objects; their sizes
 are bounded by the StreamConfig, not by the stream's length.
 """
@@ -50,6 +54,30 @@ class StreamConfig:
 
 
 @dataclass
+class SamplingConfig:
+    """Flow-matching sampler settings. ``None`` keeps the decoder config's value (``cfm.n_timesteps``,
+    ``cfm.inference_cfg_rate``); ``temperature`` scales the initial noise x_0 (0: a deterministic ODE
+    from x_0 = 0). docs/DECODER.md has what they do to the shipped decoder's output."""
+    n_timesteps: Optional[int] = None
+    cfg_rate: Optional[float] = None
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        import math
+
+        if self.n_timesteps is not None and (isinstance(self.n_timesteps, bool) or int(self.n_timesteps) != self.n_timesteps
+                                             or self.n_timesteps < 1):
+            raise ValueError(f"SamplingConfig.n_timesteps must be a positive integer, got {self.n_timesteps!r}")
+        for name in ("cfg_rate", "temperature"):
+            v = getattr(self, name)
+            if v is not None and (not math.isfinite(float(v)) or float(v) < 0):
+                raise ValueError(f"SamplingConfig.{name} must be a finite number >= 0, got {v!r}")
+
+    def kwargs(self) -> dict:
+        return {"n_timesteps": self.n_timesteps, "cfg_rate": self.cfg_rate, "temperature": float(self.temperature)}
+
+
+@dataclass
 class FlowStreamState:
     pending: Tensor                 # (B, n) tokens of an incomplete encoder block
     n_tokens: int                   # tokens encoded so far
@@ -70,15 +98,17 @@ class VocoderStreamState:
 
 
 class Detokenizer:
-    def __init__(self, flow: FlowDecoder, hift: HiFTGenerator, stream_config: Optional[StreamConfig] = None):
+    def __init__(self, flow: FlowDecoder, hift: HiFTGenerator, stream_config: Optional[StreamConfig] = None,
+                 sampling: Optional[SamplingConfig] = None):
         if flow.cfg.output_size != hift.cfg.in_channels:
             raise ValueError(f"flow makes {flow.cfg.output_size}-bin mel, hift expects {hift.cfg.in_channels}")
         self.flow, self.hift = flow.eval(), hift.eval()
         self.stream_config = stream_config or StreamConfig()
+        self.sampling = sampling or SamplingConfig()
 
     @classmethod
-    def from_pretrained(cls, model_dir: Optional[str] = None,
-                        stream_config: Optional[StreamConfig] = None) -> "Detokenizer":
+    def from_pretrained(cls, model_dir: Optional[str] = None, stream_config: Optional[StreamConfig] = None,
+                        sampling: Optional[SamplingConfig] = None) -> "Detokenizer":
         """A decoder directory (config.yaml, flow.pt, hift.pt); with no argument, the decoder shipped
         in the package (trained on the default tokenizer's tokens)."""
         from .loader import load_decoder
@@ -87,13 +117,14 @@ class Detokenizer:
             model_dir = DEFAULT_DECODER_DIR
             if not os.path.exists(os.path.join(model_dir, "config.yaml")):
                 raise ValueError(f"no default decoder is installed at {model_dir}; pass a decoder directory")
-        return cls(*load_decoder(model_dir), stream_config)
+        return cls(*load_decoder(model_dir), stream_config, sampling)
 
     @classmethod
-    def random_tiny(cls, seed: int = 0, stream_config: Optional[StreamConfig] = None) -> "Detokenizer":
+    def random_tiny(cls, seed: int = 0, stream_config: Optional[StreamConfig] = None,
+                    sampling: Optional[SamplingConfig] = None) -> "Detokenizer":
         """Random weights on the tiny test sizes (for tests and API examples)."""
         torch.manual_seed(seed)
-        return cls(FlowDecoder(FlowConfig.tiny()), HiFTGenerator(HiFTConfig.tiny()), stream_config)
+        return cls(FlowDecoder(FlowConfig.tiny()), HiFTGenerator(HiFTConfig.tiny()), stream_config, sampling)
 
     @property
     def sample_rate(self) -> int:
@@ -105,7 +136,8 @@ class Detokenizer:
                  embedding: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
         """tokens (T,) or (B, T) -> wav (B, samples) at ``sample_rate``."""
         tokens = tokens[None] if tokens.dim() == 1 else tokens
-        mel = self.flow.inference(tokens, prompt_tokens, prompt_feat, embedding, generator=generator)
+        mel = self.flow.inference(tokens, prompt_tokens, prompt_feat, embedding, generator=generator,
+                                  **self.sampling.kwargs())
         return self.hift.inference(mel, generator=generator)[0]
 
     # ------------------------------------------------------------------------- streaming
@@ -147,7 +179,7 @@ class Detokenizer:
         cond = torch.zeros_like(mu)
         cond[:, :, :n_prompt] = state.mel
         spks = spks if spks is not None else flow.speaker(None, b, tokens.device)
-        mel = flow.decoder(mu, spks, cond, generator=generator)[:, :, n_prompt:]
+        mel = flow.decoder(mu, spks, cond, generator=generator, **self.sampling.kwargs())[:, :, n_prompt:]
         # slide the prompt window to the last `prompt_tokens` tokens
         start = max(state.window_start, n_tokens - self.stream_config.prompt_tokens)
         mel_all = torch.cat([state.mel, mel], dim=-1)

@@ -22,6 +22,7 @@ a fixed seed per clip), then
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -154,9 +155,12 @@ def eval_rows(corpus: str, limit: Optional[int] = None, min_words: int = 5) -> l
 def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None, limit: Optional[int] = None,
                      whisper: Optional[str] = None, seed: int = 0, beam_size: int = 5, compute_type: str = "int8",
                      threads: int = 0, progress: bool = True, out_json: Optional[str] = None,
-                     min_words: int = 5) -> dict:
+                     min_words: int = 5, sampling=None, references: bool = True) -> dict:
     """WER of original vs reconstructed audio and MCD (module docstring). ``tokenizer`` None or
-    "default" = the package's tokenizer. Returns the metrics (and writes them to ``out_json``)."""
+    "default" = the package's tokenizer; ``sampling`` a SamplingConfig (default: the decoder config's
+    sampler). ``references=False`` skips the original's ASR and the copy synthesis (their metrics are
+    None; two of the three ASR passes), for comparing sampler settings of one decoder. Returns the
+    metrics (and writes them to ``out_json``)."""
     from tqdm import tqdm
 
     from ..tokenizer import Tokenizer
@@ -167,7 +171,7 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
 
     rows = eval_rows(corpus, limit, min_words)
     tok = Tokenizer.from_pretrained(None if tokenizer in (None, "", "default") else tokenizer)
-    det = Detokenizer.from_pretrained(decoder)
+    det = Detokenizer.from_pretrained(decoder, sampling=sampling)
     if det.flow.cfg.vocab_size != tok.vocab_size or det.flow.cfg.input_frame_rate != tok.frame_rate:
         raise ValueError(f"decoder expects {det.flow.cfg.vocab_size} codes at {det.flow.cfg.input_frame_rate} Hz, the "
                          f"tokenizer gives {tok.vocab_size} at {tok.frame_rate} Hz: not trained on this tokenizer")
@@ -185,32 +189,41 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
         gen = det(torch.tensor(t, dtype=torch.long), generator=g)[0].numpy()
         t_dec += time.perf_counter() - t1
         ref22, ref_mel = dmel.token_aligned(a, len(t), det.flow.cfg)
-        with torch.inference_mode():
-            voc = det.hift.inference(ref_mel[None], generator=torch.Generator().manual_seed(seed + k))[0][0].numpy()
         prior = prior_errors(det.flow, t, ref_mel)
+        clip = {"id": r["id"], "duration": r["duration"], "tokens": len(t), "reference": r["transcript"]}
+        if references:
+            with torch.inference_mode():
+                voc = det.hift.inference(ref_mel[None], generator=torch.Generator().manual_seed(seed + k))[0][0].numpy()
         t1 = time.perf_counter()
-        hyp_o = transcribe(asr, a, beam_size)
         hyp_r = transcribe(asr, dmel.resample(gen, det.sample_rate, 16000), beam_size)
-        hyp_v = transcribe(asr, dmel.resample(voc, det.sample_rate, 16000), beam_size)
+        if references:
+            hyp_o = transcribe(asr, a, beam_size)
+            hyp_v = transcribe(asr, dmel.resample(voc, det.sample_rate, 16000), beam_size)
         t_asr += time.perf_counter() - t1
-        per_clip.append({"id": r["id"], "duration": r["duration"], "tokens": len(t), "reference": r["transcript"],
-                         "asr_original": hyp_o, "asr_reconstructed": hyp_r, "asr_vocoder": hyp_v,
-                         "wer_original": error_rate([r["transcript"]], [hyp_o], "word"),
-                         "wer_reconstructed": error_rate([r["transcript"]], [hyp_r], "word"),
-                         "wer_vocoder": error_rate([r["transcript"]], [hyp_v], "word"),
-                         "mcd_db": waveform_mcd(ref22, gen), "mcd_db_vocoder": waveform_mcd(ref22, voc), **prior})
+        clip.update(asr_reconstructed=hyp_r, wer_reconstructed=error_rate([r["transcript"]], [hyp_r], "word"))
+        if references:
+            clip.update(asr_original=hyp_o, asr_vocoder=hyp_v,
+                        wer_original=error_rate([r["transcript"]], [hyp_o], "word"),
+                        wer_vocoder=error_rate([r["transcript"]], [hyp_v], "word"),
+                        mcd_db_vocoder=waveform_mcd(ref22, voc))
+        per_clip.append({**clip, "mcd_db": waveform_mcd(ref22, gen), **prior})
     refs = [c["reference"] for c in per_clip]
-    hyp_o = [c["asr_original"] for c in per_clip]
     hyp_r = [c["asr_reconstructed"] for c in per_clip]
-    hyp_v = [c["asr_vocoder"] for c in per_clip]
     mcd = [c["mcd_db"] for c in per_clip]
     audio_s = float(sum(a.size for a in audios) / 16000)
+
+    def rate(key: str, unit: str) -> Optional[float]:
+        return error_rate(refs, [c[key] for c in per_clip], unit) if references else None
+
     res = {"clips": len(per_clip), "audio_s": round(audio_s, 2),
-           "wer_original": error_rate(refs, hyp_o, "word"), "wer_reconstructed": error_rate(refs, hyp_r, "word"),
-           "cer_original": error_rate(refs, hyp_o, "char"), "cer_reconstructed": error_rate(refs, hyp_r, "char"),
+           "wer_original": rate("asr_original", "word"), "wer_reconstructed": error_rate(refs, hyp_r, "word"),
+           "cer_original": rate("asr_original", "char"), "cer_reconstructed": error_rate(refs, hyp_r, "char"),
            "mcd_db_mean": float(np.mean(mcd)), "mcd_db_median": float(np.median(mcd)),
-           "wer_vocoder": error_rate(refs, hyp_v, "word"), "cer_vocoder": error_rate(refs, hyp_v, "char"),
-           "mcd_db_vocoder_mean": float(np.mean([c["mcd_db_vocoder"] for c in per_clip])),
+           "wer_vocoder": rate("asr_vocoder", "word"), "cer_vocoder": rate("asr_vocoder", "char"),
+           "mcd_db_vocoder_mean": float(np.mean([c["mcd_db_vocoder"] for c in per_clip])) if references else None,
+           "asr_nonempty_reconstructed": sum(bool(h.strip()) for h in hyp_r),
+           "clips_wer_below_0.5": sum(c["wer_reconstructed"] < 0.5 for c in per_clip),
+           "sampling": dataclasses.asdict(det.sampling),
            "prior_mse_mean": float(np.mean([c["prior_mse"] for c in per_clip])),
            "prior_mse_clip_mean_mean": float(np.mean([c["prior_mse_clip_mean"] for c in per_clip])),
            "decoder": os.path.abspath(decoder), "files_sha256": file_digests(decoder), "tokenizer": tokenizer or "default", "corpus": os.path.abspath(corpus),

@@ -388,16 +388,18 @@ class ConditionalCFM(nn.Module):
 
     @torch.inference_mode()
     def forward(self, mu: Tensor, spks: Optional[Tensor], cond: Optional[Tensor], noise: Optional[Tensor] = None,
-                n_timesteps: Optional[int] = None, temperature: float = 1.0,
+                n_timesteps: Optional[int] = None, temperature: float = 1.0, cfg_rate: Optional[float] = None,
                 generator: Optional[torch.Generator] = None, backend: str = "auto") -> Tensor:
-        """mu, cond (B, 80, T); spks (B, 80) -> mel (B, 80, T). ``noise`` (B, 80, T) fixes x_0."""
+        """mu, cond (B, 80, T); spks (B, 80) -> mel (B, 80, T). ``noise`` (B, 80, T) fixes x_0; otherwise
+        x_0 is standard normal noise times ``temperature``. ``n_timesteps`` and ``cfg_rate`` override the
+        config's Euler step count and classifier-free guidance rate."""
         if noise is None:
             noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype) * temperature
         elif noise.shape != mu.shape:
             raise ValueError(f"noise has shape {tuple(noise.shape)}, mu has {tuple(mu.shape)}")
         t_span = t_schedule(n_timesteps or self.cfg.n_timesteps, self.cfg.t_scheduler, mu.device)
         x = noise
-        rate = float(self.cfg.inference_cfg_rate)
+        rate = float(self.cfg.inference_cfg_rate if cfg_rate is None else cfg_rate)
         zeros = torch.zeros_like
         for step in range(1, len(t_span)):
             t, dt = t_span[step - 1], float(t_span[step] - t_span[step - 1])
@@ -448,9 +450,12 @@ class FlowDecoder(nn.Module):
     @torch.inference_mode()
     def inference(self, tokens: Tensor, prompt_tokens: Optional[Tensor] = None, prompt_feat: Optional[Tensor] = None,
                   embedding: Optional[Tensor] = None, noise: Optional[Tensor] = None,
-                  generator: Optional[torch.Generator] = None, backend: str = "auto") -> Tensor:
+                  generator: Optional[torch.Generator] = None, backend: str = "auto",
+                  n_timesteps: Optional[int] = None, temperature: float = 1.0,
+                  cfg_rate: Optional[float] = None) -> Tensor:
         """tokens (B, T) -> mel (B, 80, T_mel) of the non-prompt part. ``prompt_feat`` (B, T_p, 80) conditions
-        the first T_p frames; ``noise`` (B, 80, T_total) fixes the sampler's x_0."""
+        the first T_p frames; ``noise`` (B, 80, T_total) fixes the sampler's x_0; ``n_timesteps``,
+        ``temperature``, ``cfg_rate``: the sampler's settings (ConditionalCFM.forward)."""
         b = tokens.shape[0]
         if prompt_tokens is not None and prompt_tokens.shape[1]:
             tokens = torch.cat([prompt_tokens.to(tokens), tokens], dim=1)
@@ -464,5 +469,5 @@ class FlowDecoder(nn.Module):
                                  f"{self.cfg.output_size})")
             cond[:, :, :n_prompt] = prompt_feat.transpose(1, 2)
         mel = self.decoder(mu, self.speaker(embedding, b, tokens.device), cond, noise=noise, generator=generator,
-                           backend=backend)
+                           backend=backend, n_timesteps=n_timesteps, temperature=temperature, cfg_rate=cfg_rate)
         return mel[:, :, n_prompt:]

@@ -111,6 +111,15 @@ def ship_decoder(run: str, out: str, metrics_json: Optional[str] = None, vocoder
     shipped = {n: sha256_file(p) for n, p in src.items()}
     if measured is None:
         raise ValueError(f"{metrics_path} records no file digests (older evaluate-decoder): evaluate again")
+    if metrics.get("wer_original") is None:
+        raise ValueError(f"{metrics_path} has no reference measurements (evaluate-decoder --no-references): "
+                         "evaluate again with them")
+    sampling = metrics.get("sampling")
+    if sampling and (sampling.get("n_timesteps") is not None or sampling.get("cfg_rate") is not None
+                     or float(sampling.get("temperature", 1.0)) != 1.0):
+        raise ValueError(f"{metrics_path} was measured with sampler settings {sampling}, not the decoder's "
+                         "defaults that the shipped decoder will use: evaluate again without --flow-steps, "
+                         "--cfg-rate, --temperature")
     if measured != shipped:
         bad = sorted(n for n in FILES if measured.get(n) != shipped[n])
         raise ValueError(f"{metrics_path} was measured on other files than the ones to ship ({bad} differ)"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .cli import add_sampling_args, sampling_from_args
+
 
 def add_subparser(sub) -> None:
     p = sub.add_parser(
@@ -44,7 +46,11 @@ def add_subparser(sub) -> None:
     e.add_argument("--beam-size", type=int, default=5, help="ASR beam size")
     e.add_argument("--seed", type=int, default=0, help="decoder noise seed (clip k uses seed + k)")
     e.add_argument("--threads", type=int, default=None, help="torch and ASR CPU threads")
+    e.add_argument("--no-references", action="store_true",
+                   help="skip the original's ASR and the copy synthesis (two of the three ASR passes; for comparing "
+                        "sampler settings)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_sampling_args(e)
     e.set_defaults(func=cmd_evaluate_decoder)
 
     h = sub.add_parser(
@@ -108,7 +114,8 @@ def cmd_evaluate_decoder(args) -> int:
     try:
         res = evaluate_decoder(args.decoder, args.corpus, args.tokenizer, limit=args.limit, whisper=args.whisper,
                                seed=args.seed, beam_size=args.beam_size, compute_type=args.compute_type,
-                               threads=args.threads or 0, progress=not args.no_progress, out_json=args.json)
+                               threads=args.threads or 0, progress=not args.no_progress, out_json=args.json,
+                               sampling=sampling_from_args(args), references=not args.no_references)
     except (OSError, ValueError, RuntimeError) as e:
         raise SystemExit(f"uniaudio-rt evaluate-decoder: {e}")
     print(json.dumps({k: v for k, v in res.items() if k != "per_clip"}, indent=1, ensure_ascii=False))
