@@ -1,0 +1,77 @@
+"""Compare evaluate-decoder runs of one decoder made with different sampler settings (docs/DECODER.md,
+"Sampler settings"): a markdown row per JSON with the reconstruction WER / CER, the corpus-CER
+difference against the first JSON with a 95% paired bootstrap interval over the clips, the MCD and
+the number of clips where the ASR heard anything.
+
+    python bench/decoder_sampler_compare.py runs/sweep/default.json runs/sweep/cfg15.json ...
+
+All files must hold the same clips in the same order (same --limit, same corpus), so the difference
+is paired clip by clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from uniaudio_rt.train.targets import edit_distance, normalize_text  # noqa: E402
+
+
+def char_errors(per_clip: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip: character edit distance of the reconstruction's ASR text to the reference, and the
+    reference's length (normalised text, as train.targets.error_rate counts them)."""
+    err, length = [], []
+    for c in per_clip:
+        ref = list(normalize_text(c["reference"]))
+        err.append(edit_distance(ref, list(normalize_text(c["asr_reconstructed"]))))
+        length.append(len(ref))
+    return np.asarray(err, dtype=np.float64), np.asarray(length, dtype=np.float64)
+
+
+def label(m: dict) -> str:
+    s = m.get("sampling") or {}
+    parts = [f"{s['n_timesteps']} steps" if s.get("n_timesteps") is not None else None,
+             f"rate {s['cfg_rate']:g}" if s.get("cfg_rate") is not None else None,
+             f"temperature {s['temperature']:g}" if float(s.get("temperature", 1.0)) != 1.0 else None]
+    return ", ".join(p for p in parts if p) or "decoder default"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("json", nargs="+", help="evaluate-decoder --json outputs; the first is the baseline")
+    ap.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    args = ap.parse_args()
+    runs = [json.load(open(p)) for p in args.json]
+    ids = [c["id"] for c in runs[0]["per_clip"]]
+    for p, m in zip(args.json, runs):
+        if [c["id"] for c in m["per_clip"]] != ids:
+            raise SystemExit(f"{p} holds other clips than {args.json[0]}: compare runs with the same --limit and corpus")
+    base, length = char_errors(runs[0]["per_clip"])
+    idx = np.random.default_rng(args.seed).integers(0, len(ids), (args.resamples, len(ids)))
+    print(f"{len(ids)} clips, {runs[0]['audio_s']} s")
+    print("| sampler | WER | CER | CER - baseline (95% CI) | MCD mean / median (dB) | ASR non-empty |")
+    print("|---|---:|---:|---|---:|---:|")
+    for k, m in enumerate(runs):
+        err, _ = char_errors(m["per_clip"])
+        if k == 0:
+            diff = "–"
+        else:
+            boot = (err[idx].sum(1) - base[idx].sum(1)) / length[idx].sum(1)
+            lo, hi = np.percentile(boot, [2.5, 97.5])
+            diff = f"{(err.sum() - base.sum()) / length.sum():+.3f} ({lo:+.3f} to {hi:+.3f})"
+        nonempty = sum(bool(c["asr_reconstructed"].strip()) for c in m["per_clip"])
+        print(f"| {label(m)} | {m['wer_reconstructed']:.3f} | {m['cer_reconstructed']:.3f} | {diff} | "
+              f"{m['mcd_db_mean']:.2f} / {m['mcd_db_median']:.2f} | {nonempty} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
