@@ -22,6 +22,7 @@ are bounded by the StreamConfig, not by the stream's length.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
@@ -63,8 +64,6 @@ class SamplingConfig:
     temperature: float = 1.0
 
     def __post_init__(self):
-        import math
-
         if self.n_timesteps is not None and (isinstance(self.n_timesteps, bool) or int(self.n_timesteps) != self.n_timesteps
                                              or self.n_timesteps < 1):
             raise ValueError(f"SamplingConfig.n_timesteps must be a positive integer, got {self.n_timesteps!r}")

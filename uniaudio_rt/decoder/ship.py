@@ -98,6 +98,8 @@ def _run_record(run: str) -> tuple[dict, list[dict], list[dict], float]:
 
 
 def ship_decoder(run: str, out: str, metrics_json: Optional[str] = None, vocoder_run: Optional[str] = None) -> dict:
+    from .detokenizer import SamplingConfig
+
     dec = os.path.join(run, "decoder")
     voc_dec = os.path.join(vocoder_run, "decoder") if vocoder_run else None
     src = _sources(dec, voc_dec)
@@ -115,8 +117,7 @@ def ship_decoder(run: str, out: str, metrics_json: Optional[str] = None, vocoder
         raise ValueError(f"{metrics_path} has no reference measurements (evaluate-decoder --no-references): "
                          "evaluate again with them")
     sampling = metrics.get("sampling")
-    if sampling and (sampling.get("n_timesteps") is not None or sampling.get("cfg_rate") is not None
-                     or float(sampling.get("temperature", 1.0)) != 1.0):
+    if sampling and SamplingConfig(**sampling) != SamplingConfig():
         raise ValueError(f"{metrics_path} was measured with sampler settings {sampling}, not the decoder's "
                          "defaults that the shipped decoder will use: evaluate again without --flow-steps, "
                          "--cfg-rate, --temperature")
