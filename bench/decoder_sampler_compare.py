@@ -20,18 +20,15 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from uniaudio_rt.train.targets import edit_distance, normalize_text  # noqa: E402
+from uniaudio_rt.train.targets import edit_counts  # noqa: E402
 
 
 def char_errors(per_clip: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Per clip: character edit distance of the reconstruction's ASR text to the reference, and the
-    reference's length (normalised text, as train.targets.error_rate counts them)."""
-    err, length = [], []
-    for c in per_clip:
-        ref = list(normalize_text(c["reference"]))
-        err.append(edit_distance(ref, list(normalize_text(c["asr_reconstructed"]))))
-        length.append(len(ref))
-    return np.asarray(err, dtype=np.float64), np.asarray(length, dtype=np.float64)
+    reference's length (train.targets.edit_counts, what error_rate sums)."""
+    counts = edit_counts([c["reference"] for c in per_clip], [c["asr_reconstructed"] for c in per_clip], "char")
+    return (np.asarray([e for e, _ in counts], dtype=np.float64),
+            np.asarray([n for _, n in counts], dtype=np.float64))
 
 
 def label(m: dict) -> str:

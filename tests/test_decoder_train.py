@@ -706,6 +706,12 @@ def test_evaluate_decoder_two_clips(run, corpus, tmp_path, capsys):
     assert q["wer_reconstructed"] >= 0 and q["mcd_db_mean"] > 0 and "asr_original" not in q["per_clip"][0]
     assert q["sampling"] == {"n_timesteps": 2, "cfg_rate": None, "temperature": 0.0}
     assert res["sampling"] == {"n_timesteps": None, "cfg_rate": None, "temperature": 1.0}
+    # leaving the references out changes nothing in the reconstruction's measurements (same seeds)
+    same = tmp_path / "same.json"
+    assert main(["evaluate-decoder", "--decoder", str(run / "decoder"), "--corpus", corpus, "--limit", "2",
+                 "--json", str(same), "--beam-size", "1", "--threads", "1", "--no-progress", "--no-references"]) == 0
+    for a, b in zip(json.load(open(same))["per_clip"], res["per_clip"]):
+        assert a["asr_reconstructed"] == b["asr_reconstructed"] and a["mcd_db"] == pytest.approx(b["mcd_db"])
     with pytest.raises(SystemExit, match="no reference measurements"):
         main(["train-decoder-ship", "--run", str(run), "--metrics", str(quick), "--out", str(tmp_path / "y")])
     res["sampling"] = {"n_timesteps": 20, "cfg_rate": None, "temperature": 1.0}

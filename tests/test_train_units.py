@@ -6,7 +6,7 @@ import pytest
 
 from uniaudio_rt.train.config import TrainConfig
 from uniaudio_rt.train.loop import BatchPlan, lr_factor, make_batches, source_repeats
-from uniaudio_rt.train.targets import error_rate, normalize_text, parse_transcription, render_target
+from uniaudio_rt.train.targets import edit_counts, error_rate, normalize_text, parse_transcription, render_target
 
 SAP = {"transcription": 'Please enter "your" code.',
        "paralinguistics": {"age": None, "gender": "Female", "emotion": None, "accent": "en-US",
@@ -46,6 +46,19 @@ def test_error_rates():
     assert error_rate(["abcd"], ["abed"], "char") == pytest.approx(0.25)
     assert error_rate(["a b c d"], ["a b"], "word") == pytest.approx(0.5)
     assert error_rate(["ab"], [""], "char") == pytest.approx(1.0)
+
+
+def test_edit_counts_per_pair_sum_to_error_rate():
+    refs, hyps = ["Hello, world", "abcd", "a b c"], ["hello word", "", "a x c d"]
+    assert edit_counts(refs, hyps, "char") == [(1, 11), (4, 4), (3, 5)]
+    assert edit_counts(refs, hyps, "word") == [(1, 2), (1, 1), (2, 3)]
+    for unit in ("char", "word"):
+        counts = edit_counts(refs, hyps, unit)
+        assert error_rate(refs, hyps, unit) == pytest.approx(sum(e for e, _ in counts) / sum(n for _, n in counts))
+    with pytest.raises(ValueError, match="2 references but 1"):
+        edit_counts(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="unit"):
+        edit_counts(["a"], ["a"], "phone")
 
 
 def test_config_validation(tmp_path):

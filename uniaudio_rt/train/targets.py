@@ -79,12 +79,22 @@ def edit_distance(a, b) -> int:
     return prev[-1]
 
 
-def error_rate(refs: list[str], hyps: list[str], unit: str = "char") -> float:
-    """Corpus CER (unit='char') or WER (unit='word') over normalized texts."""
-    errors = total = 0
+def edit_counts(refs: list[str], hyps: list[str], unit: str = "char") -> list[tuple[int, int]]:
+    """Per pair: (edit distance, reference length) over normalized texts, in characters
+    (unit='char') or words (unit='word'); what error_rate sums."""
+    if unit not in ("char", "word"):
+        raise ValueError(f"unit must be 'char' or 'word', not {unit!r}")
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    counts = []
     for r, h in zip(refs, hyps):
         r, h = normalize_text(r), normalize_text(h)
         rs, hs = (list(r), list(h)) if unit == "char" else (r.split(), h.split())
-        errors += edit_distance(rs, hs)
-        total += len(rs)
-    return errors / max(total, 1)
+        counts.append((edit_distance(rs, hs), len(rs)))
+    return counts
+
+
+def error_rate(refs: list[str], hyps: list[str], unit: str = "char") -> float:
+    """Corpus CER (unit='char') or WER (unit='word') over normalized texts."""
+    counts = edit_counts(refs, hyps, unit)
+    return sum(e for e, _ in counts) / max(sum(n for _, n in counts), 1)
