@@ -6,7 +6,8 @@ the number of clips where the ASR heard anything.
     python bench/decoder_sampler_compare.py runs/sweep/default.json runs/sweep/cfg15.json ...
 
 All files must hold the same clips in the same order (same --limit, same corpus), so the difference
-is paired clip by clip.
+is paired clip by clip. ``--clips A:B`` restricts every figure to a range of them (WER, CER and MCD
+are recomputed from the per-clip rows), e.g. the clips a first sweep on ``--limit 80`` did not see.
 """
 
 from __future__ import annotations
@@ -39,10 +40,21 @@ def label(m: dict) -> str:
     return ", ".join(p for p in parts if p) or "decoder default"
 
 
+def clip_range(text: str) -> slice:
+    """'A:B' (Python slice of the clips in the JSON order; either end may be left out)."""
+    try:
+        lo, hi = text.split(":")
+        return slice(int(lo) if lo else None, int(hi) if hi else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--clips takes A:B (e.g. 80: or 0:80), not {text!r}") from None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("json", nargs="+", help="evaluate-decoder --json outputs; the first is the baseline")
+    ap.add_argument("--clips", type=clip_range, default=slice(None),
+                    help="only these clips, A:B in the JSON order (e.g. 80: for the clips after a first --limit 80)")
     ap.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = ap.parse_args()
@@ -51,22 +63,30 @@ def main() -> int:
     for p, m in zip(args.json, runs):
         if [c["id"] for c in m["per_clip"]] != ids:
             raise SystemExit(f"{p} holds other clips than {args.json[0]}: compare runs with the same --limit and corpus")
-    base, length = char_errors(runs[0]["per_clip"])
-    idx = np.random.default_rng(args.seed).integers(0, len(ids), (args.resamples, len(ids)))
-    print(f"{len(ids)} clips, {runs[0]['audio_s']} s")
+    clips = [m["per_clip"][args.clips] for m in runs]
+    if not clips[0]:
+        raise SystemExit(f"--clips selects none of the {len(ids)} clips")
+    base, length = char_errors(clips[0])
+    n = len(clips[0])
+    idx = np.random.default_rng(args.seed).integers(0, n, (args.resamples, n))
+    print(f"{n} clips ({args.clips.start or 0} to {(args.clips.stop or len(ids)) - 1} of {len(ids)}), "
+          f"{sum(c['duration'] for c in clips[0]):.1f} s")
     print("| sampler | WER | CER | CER - baseline (95% CI) | MCD mean / median (dB) | ASR non-empty |")
     print("|---|---:|---:|---|---:|---:|")
-    for k, m in enumerate(runs):
-        err, _ = char_errors(m["per_clip"])
+    for k, (m, per_clip) in enumerate(zip(runs, clips)):
+        err, _ = char_errors(per_clip)
+        words = edit_counts([c["reference"] for c in per_clip], [c["asr_reconstructed"] for c in per_clip], "word")
+        wer = sum(e for e, _ in words) / max(sum(w for _, w in words), 1)
+        mcd = np.asarray([c["mcd_db"] for c in per_clip])
         if k == 0:
             diff = "–"
         else:
             boot = (err[idx].sum(1) - base[idx].sum(1)) / length[idx].sum(1)
             lo, hi = np.percentile(boot, [2.5, 97.5])
             diff = f"{(err.sum() - base.sum()) / length.sum():+.3f} ({lo:+.3f} to {hi:+.3f})"
-        nonempty = sum(bool(c["asr_reconstructed"].strip()) for c in m["per_clip"])
-        print(f"| {label(m)} | {m['wer_reconstructed']:.3f} | {m['cer_reconstructed']:.3f} | {diff} | "
-              f"{m['mcd_db_mean']:.2f} / {m['mcd_db_median']:.2f} | {nonempty} |")
+        nonempty = sum(bool(c["asr_reconstructed"].strip()) for c in per_clip)
+        print(f"| {label(m)} | {wer:.3f} | {err.sum() / length.sum():.3f} | {diff} | "
+              f"{mcd.mean():.2f} / {np.median(mcd):.2f} | {nonempty} |")
     return 0
 
 
