@@ -35,6 +35,10 @@ def test_detokenize_json_npy_and_errors(tmp_path, capsys):
     (tmp_path / "big.json").write_text("[1, 99999]")
     assert main(["detokenize", str(tmp_path / "big.json"), "-o", str(tmp_path / "c.wav"), "--decoder", str(dec)]) == 2
     assert "outside the decoder's vocabulary of 50" in capsys.readouterr().err
+    for name, text, msg in (("junk.json", "tokens: 1 2 3", "neither JSON nor JSON lines"), ("empty.json", "\n", "empty file")):
+        (tmp_path / name).write_text(text)
+        assert main(["detokenize", str(tmp_path / name), "-o", str(tmp_path / "c.wav"), "--decoder", str(dec)]) == 2
+        assert f"{name}: {msg}" in capsys.readouterr().err
     assert main(["detokenize", str(tmp_path / "t.json"), "-o", str(tmp_path / "c.wav"), "--decoder",
                  str(tmp_path / "nope")]) == 2
     assert "is not a directory" in capsys.readouterr().err

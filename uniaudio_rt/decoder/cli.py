@@ -28,8 +28,13 @@ def _read_tokens(path: str) -> list[list[int]]:
     try:
         data = json.loads(text)
         items = [data]
-    except json.JSONDecodeError:
-        items = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as whole:
+        try:   # JSON lines: one token list or tokenize record per line
+            items = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: neither JSON nor JSON lines ({whole})") from None
+        if not items:
+            raise ValueError(f"{path}: empty file")
     out = []
     for item in items:
         if isinstance(item, dict) and "tokens" in item:
