@@ -37,6 +37,8 @@ def label(m: dict) -> str:
     parts = [f"{s['n_timesteps']} steps" if s.get("n_timesteps") is not None else None,
              f"rate {s['cfg_rate']:g}" if s.get("cfg_rate") is not None else None,
              f"temperature {s['temperature']:g}" if float(s.get("temperature", 1.0)) != 1.0 else None]
+    if m.get("speaker_prompt"):   # bench/decoder_speaker_prompt.py
+        parts.append(f"{m['speaker_prompt']['tokens']}-token prompt of the same speaker")
     return ", ".join(p for p in parts if p) or "decoder default"
 
 

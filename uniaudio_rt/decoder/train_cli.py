@@ -49,6 +49,10 @@ def add_subparser(sub) -> None:
     e.add_argument("--no-references", action="store_true",
                    help="skip the original's ASR and the copy synthesis (two of the three ASR passes; for comparing "
                         "sampler settings)")
+    e.add_argument("--asr-no-fallback", action="store_true",
+                   help="the ASR keeps its beam-search text instead of sampling again where that text looks like a "
+                        "hallucination: deterministic, for comparing decoders or sampler settings (faster-whisper's "
+                        "fallback sampling cannot be seeded, so with it the same audio can get another text)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_sampling_args(e)
     e.set_defaults(func=cmd_evaluate_decoder)
@@ -133,7 +137,8 @@ def cmd_evaluate_decoder(args) -> int:
         res = evaluate_decoder(args.decoder, args.corpus, args.tokenizer, limit=args.limit, whisper=args.whisper,
                                seed=args.seed, beam_size=args.beam_size, compute_type=args.compute_type,
                                threads=args.threads or 0, progress=not args.no_progress, out_json=args.json,
-                               sampling=sampling_from_args(args), references=not args.no_references)
+                               sampling=sampling_from_args(args), references=not args.no_references,
+                               asr_fallback=not args.asr_no_fallback)
     except (OSError, ValueError, RuntimeError) as e:
         raise SystemExit(f"uniaudio-rt evaluate-decoder: {e}")
     print(json.dumps({k: v for k, v in res.items() if k != "per_clip"}, indent=1, ensure_ascii=False))
