@@ -42,6 +42,7 @@ def main() -> int:
                     help="clip k is prompted with clip (k + offset) mod the clip count (>= limit keeps them apart)")
     ap.add_argument("--seed", type=int, default=0, help="noise seed (clip k uses seed + k, as evaluate-decoder)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--asr-no-fallback", action="store_true", help="deterministic ASR (evaluate-decoder's option)")
     ap.add_argument("--json", required=True, help="output JSON")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -64,7 +65,7 @@ def main() -> int:
         gen = det(torch.tensor(tokens[k]), torch.tensor([pt]), pmel.T[None],
                   generator=torch.Generator().manual_seed(args.seed + k))[0].numpy()
         ref22, _ = dmel.token_aligned(audios[k], len(tokens[k]), det.flow.cfg)
-        hyp = transcribe(asr, dmel.resample(gen, det.sample_rate, 16000), 5)
+        hyp = transcribe(asr, dmel.resample(gen, det.sample_rate, 16000), 5, fallback=not args.asr_no_fallback)
         per_clip.append({"id": rows[k]["id"], "duration": rows[k]["duration"], "reference": rows[k]["transcript"],
                          "prompt_id": rows[j]["id"], "asr_reconstructed": hyp,
                          "wer_reconstructed": error_rate([rows[k]["transcript"]], [hyp], "word"),
@@ -78,7 +79,7 @@ def main() -> int:
            "mcd_db_mean": float(np.mean(mcd)), "mcd_db_median": float(np.median(mcd)),
            "sampling": {"n_timesteps": None, "cfg_rate": None, "temperature": 1.0},
            "speaker_prompt": {"tokens": args.prompt_tokens, "offset": args.prompt_offset}, "seed": args.seed,
-           "per_clip": per_clip}
+           "asr_fallback": not args.asr_no_fallback, "per_clip": per_clip}
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as f:
         json.dump(res, f, indent=1, ensure_ascii=False)

