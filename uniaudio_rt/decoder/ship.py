@@ -92,9 +92,6 @@ def combine_decoders(flow_dir: str, vocoder_dir: str, out: str) -> dict:
     return info
 
 
-_SAMPLER_KEYS = {"n_timesteps": "n_timesteps", "cfg_rate": "inference_cfg_rate"}
-
-
 def _cfm(config_path: str):
     from .loader import flow_config_from_yaml, read_config
 
@@ -132,7 +129,8 @@ def set_sampler(decoder_dir: str, out: str, n_timesteps: Optional[int] = None, c
     set in ``cfm_params``, edited in place so that comments and key spellings stay. The rest of the
     config is checked unchanged by parsing both. A build_stats.json is copied without its metrics
     (measured with the old settings) and with the change appended to ``sampler_changes``; the card
-    is not copied. Returns the settings before and after."""
+    is not copied, and a card or metrics.json left in ``out`` is removed. Returns the settings before
+    and after."""
     from .detokenizer import SamplingConfig
 
     SamplingConfig(n_timesteps=n_timesteps, cfg_rate=cfg_rate)   # validates the values
@@ -173,10 +171,8 @@ def set_sampler(decoder_dir: str, out: str, n_timesteps: Optional[int] = None, c
     after = _cfm(os.path.join(out, "config.yaml"))
     if (after.n_timesteps, after.inference_cfg_rate) != (new["n_timesteps"], new["cfg_rate"]):
         raise RuntimeError(f"config.yaml reads back as {after.n_timesteps} steps, rate {after.inference_cfg_rate}")
-    _copy_files({n: os.path.join(decoder_dir, n) for n in ("flow.pt", "hift.pt")}, out)
-    for extra in ("train_info.json",):
-        if os.path.exists(os.path.join(decoder_dir, extra)):
-            _copy_files({extra: os.path.join(decoder_dir, extra)}, out)
+    _copy_files({n: os.path.join(decoder_dir, n) for n in ("flow.pt", "hift.pt", "train_info.json")
+                 if os.path.exists(os.path.join(decoder_dir, n))}, out)
     stats_path = os.path.join(decoder_dir, "build_stats.json")
     if os.path.exists(stats_path):
         stats = json.load(open(stats_path))
@@ -184,9 +180,9 @@ def set_sampler(decoder_dir: str, out: str, n_timesteps: Optional[int] = None, c
         stats.setdefault("sampler_changes", []).append({"from": old, "to": new})
         with open(os.path.join(out, "build_stats.json"), "w") as f:
             json.dump(stats, f, indent=1, ensure_ascii=False)
-    stale = os.path.join(out, "README.md")
-    if os.path.exists(stale) and os.path.abspath(stale) != os.path.abspath(os.path.join(decoder_dir, "README.md")):
-        os.remove(stale)
+    for stale in ("README.md", "metrics.json"):   # of another decoder or of other settings
+        if os.path.exists(os.path.join(out, stale)):
+            os.remove(os.path.join(out, stale))
     return {"out": os.path.abspath(out), "from": old, "to": new}
 
 
