@@ -528,7 +528,10 @@ def test_card_names_a_flow_only_warm_start_and_its_token_map(tmp_path):
     stats["train_config"] = {}
     _write_card(str(tmp_path), stats)
     card = (tmp_path / "README.md").read_text()
-    assert "init_token_map" not in card and "flow only" not in card
+    assert "init_token_map" not in card and "flow only" not in card and "Whisper tiny.en) WER" in card
+    stats["metrics"]["asr_fallback"] = False   # measured with evaluate-decoder --asr-no-fallback
+    _write_card(str(tmp_path), stats)
+    assert "Whisper tiny.en, no temperature fallback) WER" in (tmp_path / "README.md").read_text()
 
 
 def test_side_by_side_flow_and_vocoder_runs_combine_and_ship(corpus, data, run, tmp_path, one_torch_thread):

@@ -352,7 +352,7 @@ parameters, {mb:.1f} MB. Trained on the tokens of the package's default tokenize
 registry corpus (docs/DATA.md).{warm} docs/RESULTS.md has the commands.
 
 **Quality (measured, `uniaudio-rt evaluate-decoder`).** On {m['clips']} held-out English prompts,
-faster-whisper (Whisper tiny.en) WER {m['wer_original']:.3f} on the originals and
+faster-whisper (Whisper tiny.en{'' if m.get('asr_fallback', True) else ', no temperature fallback'}) WER {m['wer_original']:.3f} on the originals and
 {wer:.3f} on the reconstructions (CER {m['cer_reconstructed']:.3f}); mel-cepstral
 distortion {m['mcd_db_mean']:.2f} dB.{voc} {verdict} It ships so that `detokenize` /
 `reconstruct` / streaming run end to end with no download; replace it with a longer-trained decoder
