@@ -1,7 +1,8 @@
 """Compare evaluate-decoder runs of one decoder made with different sampler settings (docs/DECODER.md,
 "Sampler settings"): a markdown row per JSON with the reconstruction WER / CER, the corpus-CER
-difference against the first JSON with a 95% paired bootstrap interval over the clips, the MCD and
-the number of clips where the ASR heard anything.
+difference against the first JSON with a 95% paired bootstrap interval over the clips, the word
+recall (reference words recovered in order; insertions such as ASR loops cost nothing) and its
+difference likewise, the MCD and the number of clips where the ASR heard anything.
 
     python bench/decoder_sampler_compare.py runs/sweep/default.json runs/sweep/cfg15.json ...
 
@@ -21,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from uniaudio_rt.train.targets import edit_counts  # noqa: E402
+from uniaudio_rt.train.targets import edit_counts, recall_counts  # noqa: E402
 
 
 def char_errors(per_clip: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -30,6 +31,21 @@ def char_errors(per_clip: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     counts = edit_counts([c["reference"] for c in per_clip], [c["asr_reconstructed"] for c in per_clip], "char")
     return (np.asarray([e for e, _ in counts], dtype=np.float64),
             np.asarray([n for _, n in counts], dtype=np.float64))
+
+
+def word_recall(per_clip: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip: reference words the reconstruction's ASR text recovers in order, and the reference's
+    word count (train.targets.recall_counts: insertions, such as an ASR loop, cost nothing)."""
+    counts = recall_counts([c["reference"] for c in per_clip], [c["asr_reconstructed"] for c in per_clip], "word")
+    return (np.asarray([h for h, _ in counts], dtype=np.float64),
+            np.asarray([n for _, n in counts], dtype=np.float64))
+
+
+def paired(base: np.ndarray, new: np.ndarray, length: np.ndarray, idx: np.ndarray) -> str:
+    """The corpus-rate difference new - base with its 95% paired bootstrap interval over clips."""
+    boot = (new[idx].sum(1) - base[idx].sum(1)) / length[idx].sum(1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return f"{(new.sum() - base.sum()) / length.sum():+.3f} ({lo:+.3f} to {hi:+.3f})"
 
 
 def label(m: dict) -> str:
@@ -69,26 +85,25 @@ def main() -> int:
     if not clips[0]:
         raise SystemExit(f"--clips selects none of the {len(ids)} clips")
     base, length = char_errors(clips[0])
+    base_hits, words = word_recall(clips[0])
     n = len(clips[0])
     idx = np.random.default_rng(args.seed).integers(0, n, (args.resamples, n))
     print(f"{n} clips ({args.clips.start or 0} to {(args.clips.stop or len(ids)) - 1} of {len(ids)}), "
           f"{sum(c['duration'] for c in clips[0]):.1f} s")
-    print("| sampler | WER | CER | CER - baseline (95% CI) | MCD mean / median (dB) | ASR non-empty |")
-    print("|---|---:|---:|---|---:|---:|")
+    print("| sampler | WER | CER | CER - baseline (95% CI) | word recall | recall - baseline (95% CI) "
+          "| MCD mean / median (dB) | ASR non-empty |")
+    print("|---|---:|---:|---|---:|---|---:|---:|")
     for k, (m, per_clip) in enumerate(zip(runs, clips)):
         err, _ = char_errors(per_clip)
-        words = edit_counts([c["reference"] for c in per_clip], [c["asr_reconstructed"] for c in per_clip], "word")
-        wer = sum(e for e, _ in words) / max(sum(w for _, w in words), 1)
+        hits, _ = word_recall(per_clip)
+        edits = edit_counts([c["reference"] for c in per_clip], [c["asr_reconstructed"] for c in per_clip], "word")
+        wer = sum(e for e, _ in edits) / max(sum(w for _, w in edits), 1)
         mcd = np.asarray([c["mcd_db"] for c in per_clip])
-        if k == 0:
-            diff = "–"
-        else:
-            boot = (err[idx].sum(1) - base[idx].sum(1)) / length[idx].sum(1)
-            lo, hi = np.percentile(boot, [2.5, 97.5])
-            diff = f"{(err.sum() - base.sum()) / length.sum():+.3f} ({lo:+.3f} to {hi:+.3f})"
+        diff = "–" if k == 0 else paired(base, err, length, idx)
+        rdiff = "–" if k == 0 else paired(base_hits, hits, words, idx)
         nonempty = sum(bool(c["asr_reconstructed"].strip()) for c in per_clip)
-        print(f"| {label(m)} | {wer:.3f} | {err.sum() / length.sum():.3f} | {diff} | "
-              f"{mcd.mean():.2f} / {np.median(mcd):.2f} | {nonempty} |")
+        print(f"| {label(m)} | {wer:.3f} | {err.sum() / length.sum():.3f} | {diff} | {hits.sum() / words.sum():.3f} | "
+              f"{rdiff} | {mcd.mean():.2f} / {np.median(mcd):.2f} | {nonempty} |")
     return 0
 
 

@@ -671,6 +671,7 @@ def test_evaluate_decoder_two_clips(run, corpus, tmp_path, capsys):
     res = json.load(open(out))
     assert res["clips"] == 2 and len(res["per_clip"]) == 2
     assert res["wer_original"] < 0.3                      # tiny.en on the clean prompts
+    assert res["word_recall_original"] > 0.7 and 0 <= res["word_recall_reconstructed"] < res["word_recall_original"]
     assert res["wer_reconstructed"] > res["wer_original"]  # a 4-step random-ish decoder
     assert res["mcd_db_mean"] > 1.0
     # copy synthesis (the vocoder on the original mel) is measured too: per clip and overall
@@ -713,6 +714,7 @@ def test_evaluate_decoder_two_clips(run, corpus, tmp_path, capsys):
                  "--flow-steps", "2", "--temperature", "0"]) == 0
     q = json.load(open(quick))
     assert q["wer_original"] is None and q["wer_vocoder"] is None and q["mcd_db_vocoder_mean"] is None
+    assert q["word_recall_original"] is None and q["word_recall_reconstructed"] >= 0
     assert q["wer_reconstructed"] >= 0 and q["mcd_db_mean"] > 0 and "asr_original" not in q["per_clip"][0]
     assert q["sampling"] == {"n_timesteps": 2, "cfg_rate": None, "temperature": 0.0}
     assert res["sampling"] == {"n_timesteps": None, "cfg_rate": None, "temperature": 1.0}

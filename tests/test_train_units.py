@@ -6,7 +6,7 @@ import pytest
 
 from uniaudio_rt.train.config import TrainConfig
 from uniaudio_rt.train.loop import BatchPlan, lr_factor, make_batches, source_repeats
-from uniaudio_rt.train.targets import edit_counts, error_rate, normalize_text, parse_transcription, render_target
+from uniaudio_rt.train.targets import edit_counts, error_rate, recall_counts, recall_rate, normalize_text, parse_transcription, render_target
 
 SAP = {"transcription": 'Please enter "your" code.',
        "paralinguistics": {"age": None, "gender": "Female", "emotion": None, "accent": "en-US",
@@ -59,6 +59,20 @@ def test_edit_counts_per_pair_sum_to_error_rate():
         edit_counts(["a", "b"], ["a"])
     with pytest.raises(ValueError, match="unit"):
         edit_counts(["a"], ["a"], "phone")
+
+
+def test_recall_ignores_insertions():
+    ref = "please enter your agent number"
+    assert recall_counts([ref], ["please please please enter your your number number"]) == [(4, 5)]
+    assert recall_counts([ref], [""]) == [(0, 5)] and recall_counts([ref], [ref.upper() + "!"]) == [(5, 5)]
+    assert recall_counts([ref], ["number agent your enter please"]) == [(1, 5)]   # in order only
+    assert recall_counts(["abc"], ["xaxbxc"], "char") == [(3, 3)]
+    assert recall_rate([ref, "a b"], ["enter agent", "zzz"]) == pytest.approx(2 / 7)
+    # an error rate grows with a loop, the recall does not
+    loop = "please enter " * 10
+    assert error_rate([ref], [loop], "word") > 3 and recall_rate([ref], [loop]) == pytest.approx(2 / 5)
+    with pytest.raises(ValueError, match="1 references but 2"):
+        recall_counts([ref], ["a", "b"])
 
 
 def test_config_validation(tmp_path):

@@ -10,7 +10,9 @@ a fixed seed per clip), then
   beam's text looks like a hallucination faster-whisper falls back to sampling, which nothing here
   can seed (:func:`transcribe_detail`): the reconstructions' WER then varies from run to run on the
   same audio. Each clip records the temperature its reconstruction's transcript needed;
-  ``asr_fallback=False`` (``--asr-no-fallback``) keeps the beam's text, deterministic;
+  ``asr_fallback=False`` (``--asr-no-fallback``) keeps the beam's text, deterministic. Beside the
+  error rates, the word recall (``train.targets.recall_rate``: reference words recovered in order)
+  scores what the ASR got right without charging its insertions, which loops inflate;
 * the same WER and MCD for copy synthesis: the vocoder alone on the original's mel (no tokens, no
   flow), which tells how much of the reconstruction error is the vocoder's and how much the flow's;
 * the prior's error: MSE of the flow's ``mu`` against the original's mel, beside that of the clip's
@@ -205,7 +207,7 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
 
     from ..tokenizer import Tokenizer
     from ..train.loop import load_clip_audio
-    from ..train.targets import error_rate
+    from ..train.targets import error_rate, recall_rate
     from .detokenizer import Detokenizer
     from .ship import file_digests
 
@@ -256,6 +258,8 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
            "mcd_db_mean": float(np.mean(mcd)), "mcd_db_median": float(np.median(mcd)),
            "wer_vocoder": rate("asr_vocoder", "word"), "cer_vocoder": rate("asr_vocoder", "char"),
            "mcd_db_vocoder_mean": float(np.mean([c["mcd_db_vocoder"] for c in per_clip])) if references else None,
+           "word_recall_reconstructed": recall_rate(refs, hyp_r, "word"),
+           "word_recall_original": recall_rate(refs, [c["asr_original"] for c in per_clip], "word") if references else None,
            "asr_nonempty_reconstructed": sum(bool(h.strip()) for h in hyp_r),
            "asr_fallback_reconstructed": sum(c["asr_temperature_reconstructed"] > 0 for c in per_clip),
            "clips_wer_below_0.5": sum(c["wer_reconstructed"] < 0.5 for c in per_clip),

@@ -79,19 +79,45 @@ def edit_distance(a, b) -> int:
     return prev[-1]
 
 
-def edit_counts(refs: list[str], hyps: list[str], unit: str = "char") -> list[tuple[int, int]]:
-    """Per pair: (edit distance, reference length) over normalized texts, in characters
-    (unit='char') or words (unit='word'); what error_rate sums."""
+def common_subsequence(a, b) -> int:
+    """Length of the longest common subsequence of ``a`` and ``b``: the reference units a hypothesis
+    recovers in order, whatever it inserts around them."""
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0] * (len(b) + 1)
+        for j, y in enumerate(b, 1):
+            cur[j] = prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1])
+        prev = cur
+    return prev[-1]
+
+
+def _units(refs: list[str], hyps: list[str], unit: str):
     if unit not in ("char", "word"):
         raise ValueError(f"unit must be 'char' or 'word', not {unit!r}")
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    counts = []
     for r, h in zip(refs, hyps):
         r, h = normalize_text(r), normalize_text(h)
-        rs, hs = (list(r), list(h)) if unit == "char" else (r.split(), h.split())
-        counts.append((edit_distance(rs, hs), len(rs)))
-    return counts
+        yield (list(r), list(h)) if unit == "char" else (r.split(), h.split())
+
+
+def recall_counts(refs: list[str], hyps: list[str], unit: str = "word") -> list[tuple[int, int]]:
+    """Per pair: (reference units recovered in order, reference length) over normalized texts. Unlike
+    an error rate, insertions cost nothing, so a hypothesis that loops or rambles is scored on what
+    it got right; a text unrelated to the reference still scores its chance overlap."""
+    return [(common_subsequence(rs, hs), len(rs)) for rs, hs in _units(refs, hyps, unit)]
+
+
+def recall_rate(refs: list[str], hyps: list[str], unit: str = "word") -> float:
+    """Corpus share of reference words (unit='word') or characters recovered in order (recall_counts)."""
+    counts = recall_counts(refs, hyps, unit)
+    return sum(h for h, _ in counts) / max(sum(n for _, n in counts), 1)
+
+
+def edit_counts(refs: list[str], hyps: list[str], unit: str = "char") -> list[tuple[int, int]]:
+    """Per pair: (edit distance, reference length) over normalized texts, in characters
+    (unit='char') or words (unit='word'); what error_rate sums."""
+    return [(edit_distance(rs, hs), len(rs)) for rs, hs in _units(refs, hyps, unit)]
 
 
 def error_rate(refs: list[str], hyps: list[str], unit: str = "char") -> float:
