@@ -22,23 +22,16 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from uniaudio_rt.train.targets import edit_counts, recall_counts  # noqa: E402
+from uniaudio_rt.train.targets import edit_counts, error_rate, recall_counts  # noqa: E402
 
 
-def char_errors(per_clip: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Per clip: character edit distance of the reconstruction's ASR text to the reference, and the
-    reference's length (train.targets.edit_counts, what error_rate sums)."""
-    counts = edit_counts([c["reference"] for c in per_clip], [c["asr_reconstructed"] for c in per_clip], "char")
-    return (np.asarray([e for e, _ in counts], dtype=np.float64),
-            np.asarray([n for _, n in counts], dtype=np.float64))
-
-
-def word_recall(per_clip: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Per clip: reference words the reconstruction's ASR text recovers in order, and the reference's
-    word count (train.targets.recall_counts: insertions, such as an ASR loop, cost nothing)."""
-    counts = recall_counts([c["reference"] for c in per_clip], [c["asr_reconstructed"] for c in per_clip], "word")
-    return (np.asarray([h for h, _ in counts], dtype=np.float64),
-            np.asarray([n for _, n in counts], dtype=np.float64))
+def per_clip_counts(per_clip: list[dict], counts=edit_counts, unit: str = "char") -> tuple[np.ndarray, np.ndarray]:
+    """Per clip: ``counts`` (train.targets.edit_counts: edit distance; recall_counts: reference units
+    recovered in order, insertions such as an ASR loop free) of the reconstruction's ASR text against
+    the reference, and the reference's length in ``unit``s."""
+    pairs = counts([c["reference"] for c in per_clip], [c["asr_reconstructed"] for c in per_clip], unit)
+    return (np.asarray([x for x, _ in pairs], dtype=np.float64),
+            np.asarray([n for _, n in pairs], dtype=np.float64))
 
 
 def paired(base: np.ndarray, new: np.ndarray, length: np.ndarray, idx: np.ndarray) -> str:
@@ -84,8 +77,8 @@ def main() -> int:
     clips = [m["per_clip"][args.clips] for m in runs]
     if not clips[0]:
         raise SystemExit(f"--clips selects none of the {len(ids)} clips")
-    base, length = char_errors(clips[0])
-    base_hits, words = word_recall(clips[0])
+    base, length = per_clip_counts(clips[0])
+    base_hits, words = per_clip_counts(clips[0], recall_counts, "word")
     n = len(clips[0])
     idx = np.random.default_rng(args.seed).integers(0, n, (args.resamples, n))
     print(f"{n} clips ({args.clips.start or 0} to {(args.clips.stop or len(ids)) - 1} of {len(ids)}), "
@@ -94,10 +87,9 @@ def main() -> int:
           "| MCD mean / median (dB) | ASR non-empty |")
     print("|---|---:|---:|---|---:|---|---:|---:|")
     for k, (m, per_clip) in enumerate(zip(runs, clips)):
-        err, _ = char_errors(per_clip)
-        hits, _ = word_recall(per_clip)
-        edits = edit_counts([c["reference"] for c in per_clip], [c["asr_reconstructed"] for c in per_clip], "word")
-        wer = sum(e for e, _ in edits) / max(sum(w for _, w in edits), 1)
+        err, _ = per_clip_counts(per_clip)
+        hits, _ = per_clip_counts(per_clip, recall_counts, "word")
+        wer = error_rate([c["reference"] for c in per_clip], [c["asr_reconstructed"] for c in per_clip], "word")
         mcd = np.asarray([c["mcd_db"] for c in per_clip])
         diff = "–" if k == 0 else paired(base, err, length, idx)
         rdiff = "–" if k == 0 else paired(base_hits, hits, words, idx)

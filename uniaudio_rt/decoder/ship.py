@@ -141,10 +141,11 @@ def set_sampler(decoder_dir: str, out: str, n_timesteps: Optional[int] = None, c
     missing = [n for n in FILES if not os.path.exists(os.path.join(decoder_dir, n))]
     if missing:
         raise FileNotFoundError(f"{decoder_dir} lacks {missing}: not a decoder directory")
-    from .loader import read_config
+    from .loader import flow_config_from_yaml, read_config
 
     cfg_path = os.path.join(decoder_dir, "config.yaml")
-    before = _cfm(cfg_path)
+    a = read_config(cfg_path)
+    before = flow_config_from_yaml(a).cfm
     old = {"n_timesteps": before.n_timesteps, "cfg_rate": before.inference_cfg_rate}
     new = {"n_timesteps": old["n_timesteps"] if n_timesteps is None else int(n_timesteps),
            "cfg_rate": old["cfg_rate"] if cfg_rate is None else float(cfg_rate)}
@@ -156,7 +157,7 @@ def set_sampler(decoder_dir: str, out: str, n_timesteps: Optional[int] = None, c
         text = _set_config_value(text, "n_timesteps", new["n_timesteps"], "inference_cfg_rate")
     text = f"# flow sampler set by `uniaudio-rt decoder-set-sampler`: {_describe_change(old, new)}\n" + text
     # the edit changed the sampler and nothing else
-    a, b = read_config(cfg_path), read_config(text)
+    b = read_config(text)
     for d in (a, b):
         cfm = d["flow"]["decoder"]["cfm_params"]
         cfm = cfm.get("content", cfm) if isinstance(cfm, dict) else cfm

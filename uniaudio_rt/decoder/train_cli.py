@@ -51,8 +51,9 @@ def add_subparser(sub) -> None:
                         "sampler settings)")
     e.add_argument("--asr-no-fallback", action="store_true",
                    help="the ASR keeps its beam-search text instead of sampling again where that text looks like a "
-                        "hallucination: deterministic, for comparing decoders or sampler settings (faster-whisper's "
-                        "fallback sampling cannot be seeded, so with it the same audio can get another text)")
+                        "hallucination: deterministic (faster-whisper's fallback sampling cannot be seeded, so with it "
+                        "the same audio can get another text), but the beam loops on unintelligible audio, so its "
+                        "WER/CER are not comparable with the default's (docs/DECODER.md, Evaluation)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_sampling_args(e)
     e.set_defaults(func=cmd_evaluate_decoder)

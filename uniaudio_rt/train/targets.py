@@ -108,10 +108,14 @@ def recall_counts(refs: list[str], hyps: list[str], unit: str = "word") -> list[
     return [(common_subsequence(rs, hs), len(rs)) for rs, hs in _units(refs, hyps, unit)]
 
 
+def _pooled(counts: list[tuple[int, int]]) -> float:
+    """Corpus rate of per-pair (count, reference length): the counts summed over the lengths summed."""
+    return sum(c for c, _ in counts) / max(sum(n for _, n in counts), 1)
+
+
 def recall_rate(refs: list[str], hyps: list[str], unit: str = "word") -> float:
     """Corpus share of reference words (unit='word') or characters recovered in order (recall_counts)."""
-    counts = recall_counts(refs, hyps, unit)
-    return sum(h for h, _ in counts) / max(sum(n for _, n in counts), 1)
+    return _pooled(recall_counts(refs, hyps, unit))
 
 
 def edit_counts(refs: list[str], hyps: list[str], unit: str = "char") -> list[tuple[int, int]]:
@@ -122,5 +126,4 @@ def edit_counts(refs: list[str], hyps: list[str], unit: str = "char") -> list[tu
 
 def error_rate(refs: list[str], hyps: list[str], unit: str = "char") -> float:
     """Corpus CER (unit='char') or WER (unit='word') over normalized texts."""
-    counts = edit_counts(refs, hyps, unit)
-    return sum(e for e, _ in counts) / max(sum(n for _, n in counts), 1)
+    return _pooled(edit_counts(refs, hyps, unit))
