@@ -81,3 +81,25 @@ def test_reconstruct_real_speech_end_to_end(tmp_path, speech_files):
     det = Detokenizer.from_pretrained(str(d))
     # every token becomes its mel frames, every mel frame 32 samples of the tiny vocoder
     assert rate == det.sample_rate and len(wav) == det.flow.cfg.mel_frames(n) * 32 and np.isfinite(wav).all()
+
+
+def test_detokenize_segments_long_inputs(tmp_path, capsys):
+    """--segment-seconds: inputs up to S seconds decode one shot (as with 0), longer ones in S-second
+    segments (Detokenizer.segmented), with the one-shot's length; bad values are refused."""
+    dec = decoder_dir(tmp_path)
+    rng = np.random.default_rng(0)
+    short, long = rng.integers(0, 50, 20).tolist(), rng.integers(0, 50, 80).tolist()   # 0.8 s, 3.2 s at 25 Hz
+    (tmp_path / "s.json").write_text(json.dumps(short))
+    (tmp_path / "l.json").write_text(json.dumps(long))
+    run = lambda src, out, *extra: main(["detokenize", str(tmp_path / src), "-o", str(tmp_path / out),   # noqa: E731
+                                          "--decoder", str(dec), *extra])
+    assert run("s.json", "s30.wav") == 0 and run("s.json", "s0.wav", "--segment-seconds", "0") == 0
+    assert np.array_equal(sf.read(tmp_path / "s30.wav")[0], sf.read(tmp_path / "s0.wav")[0])
+    assert run("l.json", "l1.wav", "--segment-seconds", "1") == 0 and run("l.json", "l0.wav", "--segment-seconds", "0") == 0
+    seg, one = sf.read(tmp_path / "l1.wav")[0], sf.read(tmp_path / "l0.wav")[0]
+    assert seg.shape == one.shape and not np.array_equal(seg, one) and np.isfinite(seg).all()
+    assert run("l.json", "l30.wav") == 0 and np.array_equal(sf.read(tmp_path / "l30.wav")[0], one)
+    for bad in ("0.5", "-1", "nan"):
+        assert run("l.json", "x.wav", "--segment-seconds", bad) == 2
+        assert "--segment-seconds must be 0 (one shot) or at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()

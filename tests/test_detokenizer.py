@@ -154,3 +154,33 @@ def test_sampling_config_reaches_the_sampler():
 def test_sampling_config_is_checked(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         SamplingConfig(**kwargs)
+
+
+def test_segmented_decode_is_bounded_and_as_long_as_one_shot():
+    """Detokenizer.segmented: the flow never sees more than one segment plus the prompt window (so time
+    and memory grow linearly with the input), while the one-shot decode runs the flow over all of it;
+    the waveform has the one-shot length and the segments are decoded in order through stream()."""
+    sc = StreamConfig(prompt_tokens=8, hift_left=8, hift_lookahead=8)
+    d = Detokenizer.random_tiny(stream_config=sc)
+    seen = []
+    forward = d.flow.decoder.forward
+    d.flow.decoder.forward = lambda mu, *a, **k: seen.append(mu.shape[-1]) or forward(mu, *a, **k)
+    tok = tokens(97)
+    one = d(tok, generator=torch.Generator().manual_seed(0))
+    assert seen == [d.flow.cfg.mel_frames(97)]
+    seen.clear()
+    wrapped = []
+    seg = d.segmented(tok, 12, generator=torch.Generator().manual_seed(0),
+                      wrap=lambda s: wrapped.extend(s) or iter(s))
+    assert seg.shape == one.shape and torch.isfinite(seg).all()
+    assert [s.shape[-1] for s in wrapped] == [12] * 8 + [1]
+    block = d.flow.cfg.encoder.block_size
+    bound = d.flow.cfg.mel_frames(sc.prompt_tokens + 12 + block)
+    assert len(seen) >= 8 and max(seen) <= bound < d.flow.cfg.mel_frames(97)
+    same = d.segmented(tok, 12, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(seg, same)
+    streamed = torch.cat(list(d.stream(tok.split(12), generator=torch.Generator().manual_seed(0))), -1)
+    assert torch.equal(seg, streamed)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="segment_tokens must be a positive integer"):
+            d.segmented(tok, bad)

@@ -10,6 +10,7 @@ tokenizer's tokens.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
@@ -61,6 +62,13 @@ def add_sampling_args(p) -> None:
                    help="scale of the initial noise (0 = deterministic ODE from zero)")
 
 
+def add_segment_arg(p) -> None:
+    p.add_argument("--segment-seconds", type=float, default=30.0, metavar="S",
+                   help="decode inputs longer than S seconds S seconds at a time through the streaming "
+                        "decoder (time and memory linear in the length; the one-shot decode grows with "
+                        "the square of it); 0 = always one shot (default: 30)")
+
+
 def sampling_from_args(args):
     from .detokenizer import SamplingConfig
 
@@ -82,14 +90,28 @@ def _write(wav, rate: int, path: str) -> None:
     sf.write(path, np.asarray(wav, dtype=np.float32).reshape(-1), rate, subtype="PCM_16")
 
 
-def _synthesize(det, tokens: list[int], seed: int):
+def segment_tokens(det, segment_seconds: float) -> int:
+    """Tokens per segment for ``--segment-seconds`` (0: no segments, the one-shot decode)."""
+    if not math.isfinite(segment_seconds) or (segment_seconds != 0 and segment_seconds < 1):
+        raise ValueError(f"--segment-seconds must be 0 (one shot) or at least 1, got {segment_seconds}")
+    return round(segment_seconds * det.flow.cfg.input_frame_rate)
+
+
+def _synthesize(det, tokens: list[int], seed: int, segment: int = 0, name: str = ""):
+    """One sequence -> wav: one shot up to ``segment`` tokens, beyond that in segments through the
+    streaming decoder (Detokenizer.segmented: time and memory linear in the length)."""
     import torch
+    from tqdm import tqdm
 
     vocab = det.flow.cfg.vocab_size
     if max(tokens) >= vocab:
         raise ValueError(f"token {max(tokens)} is outside the decoder's vocabulary of {vocab}")
     g = torch.Generator().manual_seed(seed)
-    return det(torch.tensor(tokens, dtype=torch.long), generator=g)[0].numpy()
+    t = torch.tensor(tokens, dtype=torch.long)
+    if not segment or len(tokens) <= segment:
+        return det(t, generator=g)[0].numpy()
+    bar = lambda segs: tqdm(segs, desc=f"detokenize {name}".strip(), unit="segment", leave=False)  # noqa: E731
+    return det.segmented(t, segment, generator=g, wrap=bar)[0].numpy()
 
 
 def cmd_detokenize(args) -> int:
@@ -97,10 +119,11 @@ def cmd_detokenize(args) -> int:
     if len(seqs) > 1 and not os.path.isdir(args.output):
         raise ValueError(f"{args.tokens} holds {len(seqs)} sequences: -o must be an existing directory")
     det = _load_decoder(args)
+    segment = segment_tokens(det, args.segment_seconds)
     for i, seq in enumerate(seqs):
         path = args.output if len(seqs) == 1 else os.path.join(args.output, f"{i:05d}.wav")
-        _write(_synthesize(det, seq, args.seed), det.sample_rate, path)
-        print(f"{path}: {len(seq)} tokens -> {len(seq) / 25:.2f} s", file=sys.stderr)
+        _write(_synthesize(det, seq, args.seed, segment, os.path.basename(path)), det.sample_rate, path)
+        print(f"{path}: {len(seq)} tokens -> {len(seq) / det.flow.cfg.input_frame_rate:.2f} s", file=sys.stderr)
     return 0
 
 
@@ -109,10 +132,11 @@ def cmd_reconstruct(args) -> int:
 
     tok = Tokenizer.from_pretrained(args.model) if args.model else Tokenizer.from_pretrained()
     det = _load_decoder(args)
+    segment = segment_tokens(det, args.segment_seconds)
     tokens = tok.encode(args.input)
     if not tokens:
         raise ValueError(f"{args.input}: no tokens (audio shorter than one token)")
-    _write(_synthesize(det, tokens, args.seed), det.sample_rate, args.output)
+    _write(_synthesize(det, tokens, args.seed, segment, os.path.basename(args.output)), det.sample_rate, args.output)
     print(f"{args.output}: {len(tokens)} tokens", file=sys.stderr)
     return 0
 
@@ -135,6 +159,7 @@ def add_subparser(sub) -> None:
     p.add_argument("--decoder", default=None,
                    help="decoder directory: config.yaml, flow.pt, hift.pt (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="flow-matching noise seed")
+    add_segment_arg(p)
     add_sampling_args(p)
     p.set_defaults(func=_clean_errors(cmd_detokenize))
     p = sub.add_parser("reconstruct", help="audio -> tokens -> audio", description=__doc__)
@@ -144,5 +169,6 @@ def add_subparser(sub) -> None:
     p.add_argument("--decoder", default=None,
                    help="decoder directory: config.yaml, flow.pt, hift.pt (default: the shipped one)")
     p.add_argument("--seed", type=int, default=0, help="flow-matching noise seed")
+    add_segment_arg(p)
     add_sampling_args(p)
     p.set_defaults(func=_clean_errors(cmd_reconstruct))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -133,11 +133,30 @@ class Detokenizer:
     @torch.inference_mode()
     def __call__(self, tokens: Tensor, prompt_tokens: Optional[Tensor] = None, prompt_feat: Optional[Tensor] = None,
                  embedding: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-        """tokens (T,) or (B, T) -> wav (B, samples) at ``sample_rate``."""
+        """tokens (T,) or (B, T) -> wav (B, samples) at ``sample_rate``. The flow attends over the whole
+        input, so time and memory grow with the square of its length: for long inputs (minutes) use
+        ``segmented``, as `uniaudio-rt detokenize` does beyond 30 s."""
         tokens = tokens[None] if tokens.dim() == 1 else tokens
         mel = self.flow.inference(tokens, prompt_tokens, prompt_feat, embedding, generator=generator,
                                   **self.sampling.kwargs())
         return self.hift.inference(mel, generator=generator)[0]
+
+    def segmented(self, tokens: Tensor, segment_tokens: int, embedding: Optional[Tensor] = None,
+                  generator: Optional[torch.Generator] = None,
+                  wrap: Optional[Callable[[list[Tensor]], Iterable[Tensor]]] = None) -> Tensor:
+        """Long inputs: tokens (T,) or (B, T) -> wav (B, samples) of the same length as ``__call__``'s,
+        decoded ``segment_tokens`` at a time through ``stream()``. The one-shot decode's encoder and
+        estimator attend over the whole input, so its time and memory grow with the square of the
+        length (a 3-minute input: 1.3 GB, docs/DECODER.md); here each flow step sees one segment plus
+        the stream's prompt window, so both grow linearly. Within a segment the result is the streamed
+        flow's (an approximation of the one-shot decode, conditioned on the previous window as prompt);
+        the vocoder is exact. ``wrap`` wraps the list of segments (a progress bar)."""
+        if isinstance(segment_tokens, bool) or int(segment_tokens) != segment_tokens or segment_tokens < 1:
+            raise ValueError(f"segment_tokens must be a positive integer, got {segment_tokens!r}")
+        tokens = tokens[None] if tokens.dim() == 1 else tokens
+        segments = list(tokens.split(int(segment_tokens), dim=1))
+        parts = list(self.stream(wrap(segments) if wrap else segments, embedding, generator))
+        return torch.cat(parts, -1) if parts else tokens.new_zeros(tokens.shape[0], 0, dtype=torch.float32)
 
     # ------------------------------------------------------------------------- streaming
     def flow_state(self, batch: int = 1, device=None) -> FlowStreamState:
