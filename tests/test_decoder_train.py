@@ -738,6 +738,21 @@ def test_evaluate_decoder_two_clips(run, corpus, tmp_path, capsys):
     json.dump(res, open(tmp_path / "s.json", "w"))
     with pytest.raises(SystemExit, match="sampler settings"):
         main(["train-decoder-ship", "--run", str(run), "--metrics", str(tmp_path / "s.json"), "--out", str(tmp_path / "z")])
+    # the streamed decode's quality: same clip and seed, tokens fed to stream() 5 at a time; other
+    # audio than the one-shot decode (the streamed flow approximates it), and its metrics cannot ship
+    streamed = tmp_path / "st.json"
+    assert main(["evaluate-decoder", "--decoder", str(run / "decoder"), "--corpus", corpus, "--limit", "1",
+                 "--json", str(streamed), "--beam-size", "1", "--threads", "1", "--no-progress",
+                 "--stream-chunk-tokens", "5"]) == 0
+    st = json.load(open(streamed))
+    assert st["stream_chunk_tokens"] == 5 and res["stream_chunk_tokens"] is None
+    assert st["per_clip"][0]["mcd_db"] != pytest.approx(res["per_clip"][0]["mcd_db"])
+    assert st["per_clip"][0]["prior_mse"] == pytest.approx(res["per_clip"][0]["prior_mse"])   # same tokens
+    with pytest.raises(SystemExit, match="streamed decode"):
+        main(["train-decoder-ship", "--run", str(run), "--metrics", str(streamed), "--out", str(tmp_path / "w")])
+    with pytest.raises(SystemExit, match="stream_chunk_tokens must be a positive integer"):
+        main(["evaluate-decoder", "--decoder", str(run / "decoder"), "--corpus", corpus, "--limit", "1",
+              "--stream-chunk-tokens", "0", "--no-progress"])
 
 
 def test_set_sampler_copy_decodes_as_the_override_and_ships(run, corpus, tmp_path, capsys):

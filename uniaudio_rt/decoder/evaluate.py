@@ -196,13 +196,15 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
                      whisper: Optional[str] = None, seed: int = 0, beam_size: int = 5, compute_type: str = "int8",
                      threads: int = 0, progress: bool = True, out_json: Optional[str] = None,
                      min_words: int = 5, sampling=None, references: bool = True,
-                     asr_fallback: bool = True) -> dict:
+                     asr_fallback: bool = True, stream_chunk_tokens: Optional[int] = None) -> dict:
     """WER of original vs reconstructed audio and MCD (module docstring). ``tokenizer`` None or
     "default" = the package's tokenizer; ``sampling`` a SamplingConfig (default: the decoder config's
     sampler). ``references=False`` skips the original's ASR and the copy synthesis (their metrics are
     None; two of the three ASR passes), for comparing sampler settings of one decoder.
-    ``asr_fallback=False``: the ASR keeps its beam text (deterministic; :func:`transcribe_detail`). Returns the
-    metrics (and writes them to ``out_json``)."""
+    ``asr_fallback=False``: the ASR keeps its beam text (deterministic; :func:`transcribe_detail`).
+    ``stream_chunk_tokens=N``: reconstruct through ``Detokenizer.stream()`` with tokens arriving N at a
+    time (``segmented``; 25 = one-second chunks, a live stream) instead of the one-shot decode: the
+    streamed decode's quality. Returns the metrics (and writes them to ``out_json``)."""
     from tqdm import tqdm
 
     from ..tokenizer import Tokenizer
@@ -211,6 +213,8 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
     from .detokenizer import Detokenizer
     from .ship import file_digests
 
+    if stream_chunk_tokens is not None and (isinstance(stream_chunk_tokens, bool) or stream_chunk_tokens < 1):
+        raise ValueError(f"stream_chunk_tokens must be a positive integer, got {stream_chunk_tokens!r}")
     rows = eval_rows(corpus, limit, min_words)
     tok = Tokenizer.from_pretrained(None if tokenizer in (None, "", "default") else tokenizer)
     det = Detokenizer.from_pretrained(decoder, sampling=sampling)
@@ -228,7 +232,9 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
                                        disable=not progress)):
         g = torch.Generator().manual_seed(seed + k)
         t1 = time.perf_counter()
-        gen = det(torch.tensor(t, dtype=torch.long), generator=g)[0].numpy()
+        t_in = torch.tensor(t, dtype=torch.long)
+        gen = (det(t_in, generator=g) if stream_chunk_tokens is None
+               else det.segmented(t_in, stream_chunk_tokens, generator=g))[0].numpy()
         t_dec += time.perf_counter() - t1
         ref22, ref_mel = dmel.token_aligned(a, len(t), det.flow.cfg)
         prior = prior_errors(det.flow, t, ref_mel)
@@ -263,7 +269,7 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
            "asr_nonempty_reconstructed": sum(bool(h.strip()) for h in hyp_r),
            "asr_fallback_reconstructed": sum(c["asr_temperature_reconstructed"] > 0 for c in per_clip),
            "clips_wer_below_0.5": sum(c["wer_reconstructed"] < 0.5 for c in per_clip),
-           "sampling": dataclasses.asdict(det.sampling),
+           "sampling": dataclasses.asdict(det.sampling), "stream_chunk_tokens": stream_chunk_tokens,
            "prior_mse_mean": float(np.mean([c["prior_mse"] for c in per_clip])),
            "prior_mse_clip_mean_mean": float(np.mean([c["prior_mse_clip_mean"] for c in per_clip])),
            "decoder": os.path.abspath(decoder), "files_sha256": file_digests(decoder), "tokenizer": tokenizer or "default", "corpus": os.path.abspath(corpus),

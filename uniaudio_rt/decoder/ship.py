@@ -214,6 +214,9 @@ def _checked_metrics(metrics_path: str, src: dict[str, str], combined: bool) -> 
     if metrics.get("wer_original") is None:
         raise ValueError(f"{metrics_path} has no reference measurements (evaluate-decoder --no-references): "
                          "evaluate again with them")
+    if metrics.get("stream_chunk_tokens"):
+        raise ValueError(f"{metrics_path} measured the streamed decode (--stream-chunk-tokens), not the one-shot "
+                         "decode the card reports: evaluate again without it")
     sampling = metrics.get("sampling")
     if sampling and SamplingConfig(**sampling) != SamplingConfig():
         raise ValueError(f"{metrics_path} was measured with sampler settings {sampling}, not the decoder's "
