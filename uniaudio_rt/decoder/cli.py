@@ -64,9 +64,9 @@ def add_sampling_args(p) -> None:
 
 def add_segment_arg(p) -> None:
     p.add_argument("--segment-seconds", type=float, default=30.0, metavar="S",
-                   help="decode inputs longer than S seconds S seconds at a time through the streaming "
-                        "decoder (time and memory linear in the length; the one-shot decode grows with "
-                        "the square of it); 0 = always one shot (default: 30)")
+                   help="inputs longer than S seconds are decoded in S-second segments through the "
+                        "streaming decoder (time and memory linear in the length; the one-shot decode's "
+                        "grow with its square); 0 = always one shot (default: 30)")
 
 
 def sampling_from_args(args):
