@@ -746,6 +746,7 @@ def test_evaluate_decoder_two_clips(run, corpus, tmp_path, capsys):
                  "--stream-chunk-tokens", "5"]) == 0
     st = json.load(open(streamed))
     assert st["stream_chunk_tokens"] == 5 and res["stream_chunk_tokens"] is None
+    assert st["stream_prompt_tokens"] == 60 and res["stream_prompt_tokens"] is None
     assert st["per_clip"][0]["mcd_db"] != pytest.approx(res["per_clip"][0]["mcd_db"])
     assert st["per_clip"][0]["prior_mse"] == pytest.approx(res["per_clip"][0]["prior_mse"])   # same tokens
     with pytest.raises(SystemExit, match="streamed decode"):
@@ -753,6 +754,19 @@ def test_evaluate_decoder_two_clips(run, corpus, tmp_path, capsys):
     with pytest.raises(SystemExit, match="stream_chunk_tokens must be a positive integer"):
         main(["evaluate-decoder", "--decoder", str(run / "decoder"), "--corpus", corpus, "--limit", "1",
               "--stream-chunk-tokens", "0", "--no-progress"])
+    with pytest.raises(SystemExit, match="give stream_chunk_tokens too"):
+        main(["evaluate-decoder", "--decoder", str(run / "decoder"), "--corpus", corpus, "--limit", "1",
+              "--stream-prompt-tokens", "100", "--no-progress"])
+    with pytest.raises(SystemExit, match="prompt_tokens must be >= 0"):
+        main(["evaluate-decoder", "--decoder", str(run / "decoder"), "--corpus", corpus, "--limit", "1",
+              "--stream-chunk-tokens", "5", "--stream-prompt-tokens", "-1", "--no-progress"])
+    # a wider prompt window changes the streamed audio (the window is what the flow is conditioned on)
+    wide = tmp_path / "wide.json"
+    assert main(["evaluate-decoder", "--decoder", str(run / "decoder"), "--corpus", corpus, "--limit", "1",
+                 "--json", str(wide), "--beam-size", "1", "--threads", "1", "--no-progress", "--no-references",
+                 "--stream-chunk-tokens", "5", "--stream-prompt-tokens", "2"]) == 0
+    w = json.load(open(wide))
+    assert w["stream_prompt_tokens"] == 2 and w["per_clip"][0]["mcd_db"] != pytest.approx(st["per_clip"][0]["mcd_db"])
 
 
 def test_set_sampler_copy_decodes_as_the_override_and_ships(run, corpus, tmp_path, capsys):

@@ -196,7 +196,8 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
                      whisper: Optional[str] = None, seed: int = 0, beam_size: int = 5, compute_type: str = "int8",
                      threads: int = 0, progress: bool = True, out_json: Optional[str] = None,
                      min_words: int = 5, sampling=None, references: bool = True,
-                     asr_fallback: bool = True, stream_chunk_tokens: Optional[int] = None) -> dict:
+                     asr_fallback: bool = True, stream_chunk_tokens: Optional[int] = None,
+                     stream_prompt_tokens: Optional[int] = None) -> dict:
     """WER of original vs reconstructed audio and MCD (module docstring). ``tokenizer`` None or
     "default" = the package's tokenizer; ``sampling`` a SamplingConfig (default: the decoder config's
     sampler). ``references=False`` skips the original's ASR and the copy synthesis (their metrics are
@@ -204,20 +205,24 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
     ``asr_fallback=False``: the ASR keeps its beam text (deterministic; :func:`transcribe_detail`).
     ``stream_chunk_tokens=N``: reconstruct through ``Detokenizer.stream()`` with tokens arriving N at a
     time (``segmented``; 25 = one-second chunks, a live stream) instead of the one-shot decode: the
-    streamed decode's quality. Returns the metrics (and writes them to ``out_json``)."""
+    streamed decode's quality; ``stream_prompt_tokens`` sets its prompt window (StreamConfig.prompt_tokens,
+    default 60). Returns the metrics (and writes them to ``out_json``)."""
     from tqdm import tqdm
 
     from ..tokenizer import Tokenizer
     from ..train.loop import load_clip_audio
     from ..train.targets import error_rate, recall_rate
-    from .detokenizer import Detokenizer
+    from .detokenizer import Detokenizer, StreamConfig
     from .ship import file_digests
 
     if stream_chunk_tokens is not None and (isinstance(stream_chunk_tokens, bool) or stream_chunk_tokens < 1):
         raise ValueError(f"stream_chunk_tokens must be a positive integer, got {stream_chunk_tokens!r}")
+    if stream_prompt_tokens is not None and stream_chunk_tokens is None:
+        raise ValueError("stream_prompt_tokens sets the streamed decode's prompt window: give stream_chunk_tokens too")
+    stream_config = None if stream_prompt_tokens is None else StreamConfig(prompt_tokens=stream_prompt_tokens)
     rows = eval_rows(corpus, limit, min_words)
     tok = Tokenizer.from_pretrained(None if tokenizer in (None, "", "default") else tokenizer)
-    det = Detokenizer.from_pretrained(decoder, sampling=sampling)
+    det = Detokenizer.from_pretrained(decoder, stream_config, sampling)
     if det.flow.cfg.vocab_size != tok.vocab_size or det.flow.cfg.input_frame_rate != tok.frame_rate:
         raise ValueError(f"decoder expects {det.flow.cfg.vocab_size} codes at {det.flow.cfg.input_frame_rate} Hz, the "
                          f"tokenizer gives {tok.vocab_size} at {tok.frame_rate} Hz: not trained on this tokenizer")
@@ -270,6 +275,7 @@ def evaluate_decoder(decoder: str, corpus: str, tokenizer: Optional[str] = None,
            "asr_fallback_reconstructed": sum(c["asr_temperature_reconstructed"] > 0 for c in per_clip),
            "clips_wer_below_0.5": sum(c["wer_reconstructed"] < 0.5 for c in per_clip),
            "sampling": dataclasses.asdict(det.sampling), "stream_chunk_tokens": stream_chunk_tokens,
+           "stream_prompt_tokens": None if stream_chunk_tokens is None else det.stream_config.prompt_tokens,
            "prior_mse_mean": float(np.mean([c["prior_mse"] for c in per_clip])),
            "prior_mse_clip_mean_mean": float(np.mean([c["prior_mse_clip_mean"] for c in per_clip])),
            "decoder": os.path.abspath(decoder), "files_sha256": file_digests(decoder), "tokenizer": tokenizer or "default", "corpus": os.path.abspath(corpus),

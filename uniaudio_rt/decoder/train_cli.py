@@ -57,6 +57,8 @@ def add_subparser(sub) -> None:
     e.add_argument("--stream-chunk-tokens", type=int, default=None, metavar="N",
                    help="reconstruct through the streaming decoder (Detokenizer.stream) with tokens arriving N at a "
                         "time (25 = one-second chunks) instead of one shot: the streamed decode's quality")
+    e.add_argument("--stream-prompt-tokens", type=int, default=None, metavar="N",
+                   help="with --stream-chunk-tokens: the stream's prompt window in tokens (default 60)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_sampling_args(e)
     e.set_defaults(func=cmd_evaluate_decoder)
@@ -142,7 +144,8 @@ def cmd_evaluate_decoder(args) -> int:
                                seed=args.seed, beam_size=args.beam_size, compute_type=args.compute_type,
                                threads=args.threads or 0, progress=not args.no_progress, out_json=args.json,
                                sampling=sampling_from_args(args), references=not args.no_references,
-                               asr_fallback=not args.asr_no_fallback, stream_chunk_tokens=args.stream_chunk_tokens)
+                               asr_fallback=not args.asr_no_fallback, stream_chunk_tokens=args.stream_chunk_tokens,
+                               stream_prompt_tokens=args.stream_prompt_tokens)
     except (OSError, ValueError, RuntimeError) as e:
         raise SystemExit(f"uniaudio-rt evaluate-decoder: {e}")
     print(json.dumps({k: v for k, v in res.items() if k != "per_clip"}, indent=1, ensure_ascii=False))
