@@ -14,6 +14,7 @@ flat while the stream grows), real-time factor, and the size of the carried stat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -86,6 +87,8 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--decoder", default=None,
                    help="decoder directory, or 'default' (the shipped one); default: public sizes, random weights")
+    p.add_argument("--prompt-tokens", type=int, default=None,
+                   help="the flow's prompt window in tokens (default: StreamConfig's, 60)")
     p.add_argument("--out", default=None, help="append the markdown table to this file")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -97,6 +100,8 @@ def main():
         det = Detokenizer(FlowDecoder(FlowConfig(input_frame_rate=25.0)), HiFTGenerator(HiFTConfig()))
         what = "Public-size flow + HiFT (random weights)"
     det.flow.eval(), det.hift.eval()
+    if args.prompt_tokens is not None:
+        det.stream_config = dataclasses.replace(det.stream_config, prompt_tokens=args.prompt_tokens)
     run(det, args.chunk_tokens, args.chunk_tokens)  # warm-up
     cfg = det.stream_config
     lines = [f"`python bench/decoder_streaming.py {' '.join(sys.argv[1:])}`", "",
