@@ -28,24 +28,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def one_run(decoder: str, seconds: float, segment_seconds: float, threads: int) -> dict:
     import torch
 
+    from uniaudio_rt.decoder.cli import segment_tokens
     from uniaudio_rt.decoder.detokenizer import Detokenizer
 
     torch.set_num_threads(threads)
     det = Detokenizer.from_pretrained(decoder or None)
-    rate = det.flow.cfg.input_frame_rate
-    n = round(seconds * rate)
+    n = round(seconds * det.flow.cfg.input_frame_rate)
     tokens = torch.randint(0, det.flow.cfg.vocab_size, (n,), generator=torch.Generator().manual_seed(0))
-    base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     g = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     if segment_seconds:
-        wav = det.segmented(tokens, round(segment_seconds * rate), generator=g)
+        wav = det.segmented(tokens, segment_tokens(det, segment_seconds), generator=g)
     else:
         wav = det(tokens, generator=g)
     wall = time.perf_counter() - t0
     return {"seconds": seconds, "segment_seconds": segment_seconds, "wall_s": wall, "rtf": wall / seconds,
-            "samples": int(wav.shape[-1]), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "loaded_mb": base_mb}
+            "samples": int(wav.shape[-1]), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> int:

@@ -147,10 +147,11 @@ class Detokenizer:
         """Long inputs: tokens (T,) or (B, T) -> wav (B, samples) of the same length as ``__call__``'s,
         decoded ``segment_tokens`` at a time through ``stream()``. The one-shot decode's encoder and
         estimator attend over the whole input, so its time and memory grow with the square of the
-        length (a 3-minute input: 1.3 GB and RTF 0.81 against 0.54 GB and 0.28, docs/DECODER.md); here each flow step sees one segment plus
-        the stream's prompt window, so both grow linearly. Within a segment the result is the streamed
-        flow's (an approximation of the one-shot decode, conditioned on the previous window as prompt);
-        the vocoder is exact. ``wrap`` wraps the list of segments (a progress bar)."""
+        length (a 3-minute input: 1.3 GB and RTF 0.81 against 0.54 GB and 0.28, docs/DECODER.md);
+        here each flow step sees one segment plus the stream's prompt window, so both grow linearly.
+        Within a segment the result is the streamed flow's (an approximation of the one-shot decode,
+        conditioned on the previous window as prompt); the vocoder is exact. ``wrap`` wraps the list
+        of segments (a progress bar)."""
         if isinstance(segment_tokens, bool) or int(segment_tokens) != segment_tokens or segment_tokens < 1:
             raise ValueError(f"segment_tokens must be a positive integer, got {segment_tokens!r}")
         tokens = tokens[None] if tokens.dim() == 1 else tokens
